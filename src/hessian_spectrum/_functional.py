@@ -1,0 +1,184 @@
+"""A model as a function of one flat parameter vector, and the data it is evaluated on.
+
+Private building blocks shared by :mod:`curvature` and :mod:`decomposition`:
+
+- :class:`FlatModel` turns an ``nn.Module`` into ``theta -> logits`` over a flat
+  parameter vector of length ``p`` (parameters that require grad, in
+  ``named_parameters`` order), with forward-mode (``J V``) and reverse-mode
+  (``J^T U``) products over a batch for ``k`` vectors at once (``torch.func.vmap``).
+- :class:`Batches` turns "a pair of tensors" or "any re-iterable of ``(x, y)``
+  batches" into one re-iterable of batches on a device, and knows the sample count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+__all__ = ["FlatModel", "Batches", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or ``None``) means CUDA when present, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class FlatModel:
+    """``theta (p,) -> f(x; theta)`` for a fixed module, its buffers frozen.
+
+    The module itself is not modified; parameters are read once (detached) at
+    construction, so build a new ``FlatModel`` after the weights change.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.model = model.to(device)
+        self.device = device
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("model has no parameters that require grad")
+        self.names = [n for n, _ in named]
+        self.params = {n: p.detach() for n, p in named}
+        self.frozen = {
+            n: p.detach() for n, p in model.named_parameters() if not p.requires_grad
+        }
+        self.buffers = dict(model.named_buffers())
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.p = sum(self.numels)
+        dtypes = {p.dtype for _, p in named}
+        if len(dtypes) != 1:
+            raise ValueError(f"model parameters mix dtypes {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop()
+
+    # -- flat <-> dict ---------------------------------------------------------------
+    def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Dict of per-parameter tensors -> ``(p,)``."""
+        return torch.cat([tensors[n].reshape(-1) for n in self.names])
+
+    def flatten_block(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Dict of ``(k, *shape)`` tensors -> ``(p, k)``."""
+        k = tensors[self.names[0]].shape[0]
+        return torch.cat([tensors[n].reshape(k, -1) for n in self.names], dim=1).T
+
+    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(p,)`` -> dict of per-parameter tensors (views)."""
+        parts = torch.split(vec, self.numels)
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
+
+    def unflatten_block(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(p, k)`` -> dict of ``(k, *shape)`` tensors."""
+        k = V.shape[1]
+        parts = torch.split(V.T, self.numels, dim=1)
+        return {
+            n: t.reshape(k, *s) for n, t, s in zip(self.names, parts, self.shapes)
+        }
+
+    def theta(self) -> torch.Tensor:
+        """The current parameters as a flat vector."""
+        return self.flatten(self.params)
+
+    # -- the function and its derivatives ----------------------------------------------
+    def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``f(x; params)`` with the module's buffers (eval-mode BatchNorm statistics)."""
+        return functional_call(self.model, ({**params, **self.frozen}, self.buffers), (x,))
+
+    def jvp_logits(
+        self, x: torch.Tensor, V: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward mode: logits ``z`` (b, C) and ``J V`` (k, b, C) for ``V`` (p, k)."""
+
+        def f(params):
+            return self.logits(params, x)
+
+        def one(tangent):
+            return jvp(f, (self.params,), (tangent,))
+
+        z, JV = vmap(one, out_dims=(None, 0))(self.unflatten_block(V))
+        return z, JV
+
+    def vjp_logits(self, x: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+        """Reverse mode: ``sum_i J_i^T U[j, i]`` for ``U`` (k, b, C) -> ``(p, k)``."""
+
+        def f(params):
+            return self.logits(params, x)
+
+        _, pullback = vjp(f, self.params)
+        (grads,) = vmap(pullback)(U)
+        return self.flatten_block(grads)
+
+
+class Batches:
+    """One re-iterable view of a data set as ``(x, y)`` batches on a device.
+
+    ``data`` is either a pair ``(X, Y)`` of tensors (split into ``batch_size`` chunks)
+    or any re-iterable of ``(x, y)`` batches (a ``DataLoader``, a list).  A one-shot
+    iterator (a generator) is refused: every product passes over the data again.
+    """
+
+    def __init__(self, data: Any, batch_size: int, device: torch.device):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.device = device
+        if _is_tensor_pair(data):
+            X, Y = data
+            if X.shape[0] != Y.shape[0]:
+                raise ValueError(
+                    f"inputs and labels disagree in length: {X.shape[0]} vs {Y.shape[0]}"
+                )
+            self._pair = (X, Y)
+            self._iterable = None
+        else:
+            if isinstance(data, Iterator):
+                raise TypeError(
+                    "data must be re-iterable (a DataLoader, a list of (x, y) batches "
+                    "or a pair of tensors), not a one-shot iterator or generator"
+                )
+            if not isinstance(data, Iterable):
+                raise TypeError(
+                    f"data must be a pair of tensors or an iterable of (x, y) batches, "
+                    f"got {type(data).__name__}"
+                )
+            self._pair = None
+            self._iterable = data
+        self.num_samples = sum(int(y.shape[0]) for _, y in self._raw())
+        if self.num_samples == 0:
+            raise ValueError("data set is empty: it holds no samples")
+
+    def _raw(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._pair is not None:
+            X, Y = self._pair
+            for start in range(0, X.shape[0], self.batch_size):
+                yield X[start : start + self.batch_size], Y[start : start + self.batch_size]
+        else:
+            for batch in self._iterable:
+                if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                    raise TypeError(
+                        "each batch must be an (x, y) pair, got "
+                        f"{type(batch).__name__}"
+                    )
+                yield batch[0], batch[1]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self._raw():
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def labels(self) -> torch.Tensor:
+        """All labels, concatenated (on CPU)."""
+        return torch.cat([y.reshape(-1).cpu() for _, y in self._raw()])
+
+
+def _is_tensor_pair(data: Any) -> bool:
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+        and data[0].ndim >= 1
+        and data[1].ndim == 1
+    )
