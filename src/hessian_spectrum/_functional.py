@@ -75,9 +75,7 @@ class FlatModel:
         """``(p, k)`` -> dict of ``(k, *shape)`` tensors."""
         k = V.shape[1]
         parts = torch.split(V.T, self.numels, dim=1)
-        return {
-            n: t.reshape(k, *s) for n, t, s in zip(self.names, parts, self.shapes)
-        }
+        return {n: t.reshape(k, *s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def theta(self) -> torch.Tensor:
         """The current parameters as a flat vector."""
@@ -86,7 +84,9 @@ class FlatModel:
     # -- the function and its derivatives ----------------------------------------------
     def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """``f(x; params)`` with the module's buffers (eval-mode BatchNorm statistics)."""
-        return functional_call(self.model, ({**params, **self.frozen}, self.buffers), (x,))
+        return functional_call(
+            self.model, ({**params, **self.frozen}, self.buffers), (x,)
+        )
 
     def jvp_logits(
         self, x: torch.Tensor, V: torch.Tensor
@@ -155,19 +155,24 @@ class Batches:
         if self._pair is not None:
             X, Y = self._pair
             for start in range(0, X.shape[0], self.batch_size):
-                yield X[start : start + self.batch_size], Y[start : start + self.batch_size]
+                yield (
+                    X[start : start + self.batch_size],
+                    Y[start : start + self.batch_size],
+                )
         else:
             for batch in self._iterable:
                 if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
                     raise TypeError(
-                        "each batch must be an (x, y) pair, got "
-                        f"{type(batch).__name__}"
+                        f"each batch must be an (x, y) pair, got {type(batch).__name__}"
                     )
                 yield batch[0], batch[1]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self._raw():
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield (
+                x.to(self.device, non_blocking=True),
+                y.to(self.device, non_blocking=True),
+            )
 
     def labels(self) -> torch.Tensor:
         """All labels, concatenated (on CPU)."""
