@@ -32,17 +32,26 @@ def _one_thread():
 
 def _mlp(C: int) -> nn.Module:
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Linear(6, 20), nn.Tanh(), nn.Linear(20, 12), nn.Tanh(),
-                        nn.Linear(12, C))
+    net = nn.Sequential(
+        nn.Linear(6, 20), nn.Tanh(), nn.Linear(20, 12), nn.Tanh(), nn.Linear(12, C)
+    )
     return net.to(DT).eval()
 
 
 def _cnn(C: int) -> nn.Module:
     torch.manual_seed(2)
     net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, padding=1), nn.Softplus(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, C),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.Softplus(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, 16),
+        nn.Tanh(),
+        nn.Linear(16, C),
     ).to(DT)
     bn = net[1]
     bn.running_mean.uniform_(-0.2, 0.2)
@@ -109,9 +118,13 @@ def _dense(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, C: int) -> Dense:
         idx = Y == c
         others = [d for d in range(C) if d != c]
         g_c = sum(Pcc[c, d] * gcc[c, d] for d in others) / pc[c]
-        Sig_c = sum(
-            Pcc[c, d] * torch.outer(gcc[c, d] - g_c, gcc[c, d] - g_c) for d in others
-        ) / pc[c]
+        Sig_c = (
+            sum(
+                Pcc[c, d] * torch.outer(gcc[c, d] - g_c, gcc[c, d] - g_c)
+                for d in others
+            )
+            / pc[c]
+        )
         mats["A1"] += pc[c] * torch.outer(g_c, g_c) / N
         mats["B1"] += pc[c] * Sig_c / N
         mats["A2"] += Pcc[c, c] * torch.outer(gcc[c, c], gcc[c, c]) / N
@@ -195,10 +208,13 @@ def test_members_from_one_pass(case):
     names = ["A1", "A2", "B1", "B2", "G", "G-A1", "G-B2", "A1+A2+B1"]
     out = dec.members(V, names)
     for n in names:
-        want = sum(
-            (-1 if t.startswith("-") else 1) * case.mats[t.lstrip("+-")]
-            for t in n.replace("-", " -").replace("+", " +").split()
-        ) @ V
+        want = (
+            sum(
+                (-1 if t.startswith("-") else 1) * case.mats[t.lstrip("+-")]
+                for t in n.replace("-", " -").replace("+", " +").split()
+            )
+            @ V
+        )
         assert _rel(out[n], want) < 1e-10, n
     one = dec.members(V[:, 0], ["B1"])["B1"]
     assert one.shape == (dec.p,) and _rel(one, case.mats["B1"] @ V[:, 0]) < 1e-10

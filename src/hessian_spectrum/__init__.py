@@ -7,6 +7,8 @@ deflation, after Papyan (2019), "The Full Spectrum of Deepnet Hessians at Scale"
 
 from importlib import import_module
 
+from .curvature import Curvature, curvature
+from .decomposition import GDecomposition, decompose_G
 from .density import (
     SpectralDensity,
     bounds_from_lanczos,
@@ -28,30 +30,19 @@ from .validation import figure8a_matrix, figure8b_matrix, wasserstein1
 
 __version__ = "0.1.0"
 
-# Modules that need models or data are imported lazily, so that the linear-algebra
-# core stays importable while they are being built and imports stay cheap.
-_LAZY = {
-    "curvature": ("curvature", "curvature"),
-    "Curvature": ("curvature", "Curvature"),
-    "decompose_G": ("decomposition", "decompose_G"),
-    "GDecomposition": ("decomposition", "GDecomposition"),
-}
+# ``hs.curvature`` is the function (imported above, which also shadows the submodule
+# of the same name).  Modules with heavier imports (matplotlib, torchvision, xarray)
+# load on first use: ``hs.plotting``, ``hs.data``, ...
 _SUBMODULES = {
     "data",
     "models",
     "training",
     "results",
     "plotting",
-    "curvature",
-    "decomposition",
-    "validation",
 }
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(import_module(f".{module}", __name__), attr)
     if name in _SUBMODULES:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'hessian_spectrum' has no attribute {name!r}")
