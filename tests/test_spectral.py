@@ -1,4 +1,4 @@
-"""Lanczos, bounds, densities, subspace iteration and power laws against exact answers."""
+"""Lanczos, bounds, densities, subspace iteration, power laws: against exact answers."""
 
 import doctest
 import math
@@ -200,7 +200,7 @@ def test_gaussian_width_is_the_papers_and_never_below_grid_spacing():
     assert density.gaussian_width(2048, 3.0, 1024) == pytest.approx(2 / 1023)
 
 
-# -- W1 metric and power laws -----------------------------------------------------------
+# -- W1 metric and power laws ---------------------------------------------------------
 def test_wasserstein1_of_a_shift_is_the_shift():
     grid = np.linspace(-1, 2, 30001)
     dens = ((grid >= 0) & (grid <= 1)).astype(float)

@@ -69,13 +69,18 @@ class FlatModel:
     def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(p,)`` -> dict of per-parameter tensors (views)."""
         parts = torch.split(vec, self.numels)
-        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
+        return {
+            n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)
+        }
 
     def unflatten_block(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(p, k)`` -> dict of ``(k, *shape)`` tensors."""
         k = V.shape[1]
         parts = torch.split(V.T, self.numels, dim=1)
-        return {n: t.reshape(k, *s) for n, t, s in zip(self.names, parts, self.shapes)}
+        return {
+            n: t.reshape(k, *s)
+            for n, t, s in zip(self.names, parts, self.shapes, strict=True)
+        }
 
     def theta(self) -> torch.Tensor:
         """The current parameters as a flat vector."""
@@ -83,7 +88,7 @@ class FlatModel:
 
     # -- the function and its derivatives ----------------------------------------------
     def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``f(x; params)`` with the module's buffers (eval-mode BatchNorm statistics)."""
+        """``f(x; params)`` with the module's buffers (eval-mode BatchNorm stats)."""
         return functional_call(
             self.model, ({**params, **self.frozen}, self.buffers), (x,)
         )
@@ -130,7 +135,8 @@ class Batches:
             X, Y = data
             if X.shape[0] != Y.shape[0]:
                 raise ValueError(
-                    f"inputs and labels disagree in length: {X.shape[0]} vs {Y.shape[0]}"
+                    "inputs and labels disagree in length: "
+                    f"{X.shape[0]} vs {Y.shape[0]}"
                 )
             self._pair = (X, Y)
             self._iterable = None

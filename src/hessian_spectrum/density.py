@@ -18,16 +18,16 @@ bounds come from the full ``T_M`` (tighter than from ``T_{M_0}``, which is its l
 block).
 
 Log spectrum convention.  ``log_spectrum`` returns the density ``psi(s)`` of
-``s = log10(|lambda| + eps)`` under the spectral measure ``(1/p) sum_i delta_{lambda_i}``:
-the Gauss quadrature nodes ``theta_m`` are mapped to ``s_m = log10(|theta_m| + eps)`` and
-smoothed there, so ``psi`` integrates to 1 over ``s``.  To plot against ``|lambda|``
-use the change of measure (paper eq. 6)
+``s = log10(|lambda| + eps)`` under the spectral measure
+``(1/p) sum_i delta_{lambda_i}``: the Gauss quadrature nodes ``theta_m`` are mapped to
+``s_m = log10(|theta_m| + eps)`` and smoothed there, so ``psi`` integrates to 1 over
+``s``.  To plot against ``|lambda|`` use the change of measure (paper eq. 6)
 
     phi_{|lambda|}(x) = psi(log10(x + eps)) / ((x + eps) ln 10),
 
-available as :meth:`SpectralDensity.abs_density`.  The ``eps`` floor puts the mass of the
-zero (and near-zero) eigenvalues at ``s = log10(eps)``: the bump at ``1e-5`` of the paper's
-Figure 7.
+available as :meth:`SpectralDensity.abs_density`.  The ``eps`` floor puts the mass of
+the zero (and near-zero) eigenvalues at ``s = log10(eps)``: the bump at ``1e-5`` of the
+paper's Figure 7.
 
 Example
 -------
@@ -65,8 +65,8 @@ class SpectralDensity:
 
     ``grid`` and ``density`` (float64, length K): eigenvalue units for ``kind ==
     "linear"``; for ``kind == "log"`` the grid is ``log10(|lambda| + eps)`` and the
-    density is with respect to that variable.  ``outliers``: deflated eigenvalues, each a
-    point mass of weight ``1/p``; the density integrates to ``1 - len(outliers)/p``.
+    density is with respect to that variable.  ``outliers``: deflated eigenvalues, each
+    a point mass of weight ``1/p``; the density integrates to ``1 - len(outliers)/p``.
     """
 
     grid: np.ndarray

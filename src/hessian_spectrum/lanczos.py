@@ -1,9 +1,9 @@
 """Lanczos tridiagonalisation: FASTLANCZOS (Algorithm 2) and SLOWLANCZOS (Algorithm 1).
 
-Given a symmetric operator ``A`` (``p x p``) and a unit start vector ``v_1``, ``m`` steps
-of Lanczos build the tridiagonal ``T_m = V_m^T A V_m`` with diagonal ``alpha`` and
-off-diagonal ``beta``.  The eigenpairs ``(theta_j, y_j)`` of ``T_m`` give the
-Gauss quadrature of the spectral measure seen from ``v_1``:
+Given a symmetric operator ``A`` (``p x p``) and a unit start vector ``v_1``,
+``m`` steps of Lanczos build the tridiagonal ``T_m = V_m^T A V_m`` with diagonal
+``alpha`` and off-diagonal ``beta``.  The eigenpairs ``(theta_j, y_j)`` of ``T_m``
+give the Gauss quadrature of the spectral measure seen from ``v_1``:
 
     v_1^T f(A) v_1  ~  sum_j  y_j[1]^2 f(theta_j)
 
@@ -171,13 +171,13 @@ def fast_lanczos(
     v0: torch.Tensor | None = None,
     breakdown_tol: float | None = None,
 ) -> LanczosResult:
-    """FASTLANCZOS (Algorithm 2): ``num_iters`` three-term steps, no reorthogonalisation.
+    """FASTLANCZOS (Algorithm 2): ``num_iters`` three-term steps, no reorthogonalisation
 
     Parameters
     ----------
     op : LinearOperator (or anything :func:`as_operator` accepts)
     num_iters : number of steps ``M`` (>= 2).  ``M`` may exceed ``p``: in floating
-        point the recurrence goes on (paper Figure 8b uses ``M = 2048`` on ``p = 1000``);
+        point the recurrence goes on (paper Figure 8b: ``M = 2048``, ``p = 1000``);
         an exact invariant subspace still stops it early.
     num_vectors : number of independent starts ``k``, run as one block.
     seed, start : the start vectors (see :func:`start_vectors`), unless ``v0``
