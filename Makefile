@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 
-.PHONY: install run test lint bench clean-results
+.PHONY: install run test lint bench bench-peers clean-results
 
 install: $(STAMP)
 
@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# The embedded default workflow (config/config.yaml) end to end; results in results/.
 run: install
-	$(PY) scripts/demo.py --out results/demo
+	$(VENV)/bin/snakemake --cores $(CORES) --profile profiles/default
 
 test: install
 	$(PY) -m pytest -q
@@ -27,6 +28,26 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_curvature.py
+
+# Side-by-side benchmark against PyHessian, curvlinops and hessian-eigenthings, in its own
+# environment (.venv-peers) so that the peers never touch .venv or `make test`.
+PEERS_PYTHON ?= python3.11
+PEERS_VENV := .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+BENCH_PEERS_ARGS ?=
+
+$(PEERS_STAMP): pyproject.toml benchmarks/requirements-peers.txt
+	@test -x $(PEERS_PY) || $(PEERS_PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install -q --upgrade pip
+	$(PEERS_PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PEERS_PY) -m pip install -q -e .
+	$(PEERS_PY) -m pip install -q --no-deps -r benchmarks/requirements-peers.txt
+	$(PEERS_PY) -m pip check
+	@touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_PY) benchmarks/compare_peers.py $(BENCH_PEERS_ARGS)
 
 clean-results:
 	rm -rf results/*

@@ -1,0 +1,150 @@
+"""Spectral densities of one selected run at one epoch: a NetCDF per operator, variant.
+
+Reads the winning run from selected.json, loads its checkpoint ``epoch_<E>.pt``, builds
+the operators (Hess, G, H, or members of G and G minus one member) on the train
+subsample or the test split, and writes ``<outdir>/<operator>_<variant>.nc``
+(per-job schema of results/spectra.nc, docs/CONTRACTS.md). Variants (paper C.2):
+
+  plain     LanczosApproxSpec(M, K, n_vec, kappa) after Normalization(M0 = 32, tau)
+  deflated  the same on the rank-C deflated operator, SubspaceIteration(C, T)
+  log       density of log10(|lambda| + eps), M_log iterations; deflated (rank C)
+            for the operators listed in --log-deflate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hessian_spectrum import lanczos_approx_spec, log_spectrum, results
+from hessian_spectrum._functional import resolve_device
+from hessian_spectrum.data import load_dataset
+from hessian_spectrum.training import load_model
+
+CURVATURE = ("hess", "G", "H")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--selected", type=Path, required=True, help="selected.json")
+    parser.add_argument("--epoch", type=int, required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--subsample", type=Path, required=True, help="subsample .npz")
+    parser.add_argument("--split", choices=results.SPLITS, required=True)
+    parser.add_argument("--max-test", type=int, help="cap on test images (default all)")
+    parser.add_argument(
+        "--operators", nargs="+", choices=results.OPERATORS, required=True
+    )
+    parser.add_argument(
+        "--variants", nargs="+", choices=results.VARIANTS, required=True
+    )
+    parser.add_argument("--num-iters", type=int, default=128, help="M")
+    parser.add_argument("--num-points", type=int, default=1024, help="K")
+    parser.add_argument("--num-vectors", type=int, default=1, help="n_vec")
+    parser.add_argument("--kappa", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margin", type=float, default=0.05, help="tau")
+    parser.add_argument("--subspace-iters", type=int, default=128, help="T")
+    parser.add_argument("--log-num-iters", type=int, default=2048)
+    parser.add_argument("--log-eps", type=float, default=1e-5)
+    parser.add_argument("--log-deflate", nargs="*", default=[], metavar="OPERATOR")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--outdir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.split == "test" and set(args.operators) - set(CURVATURE):
+        parser.error("members of G are computed on the train split only")
+    return args
+
+
+def load_data(args: argparse.Namespace):
+    """The train subsample of the run, or the (capped) test split; and n per class."""
+    with np.load(args.subsample) as subsample:
+        indices, n = subsample["indices"], int(subsample["n_per_class"])
+    data = load_dataset(args.dataset, args.data_root, args.split)
+    data = data.subset(indices) if args.split == "train" else data.capped(args.max_test)
+    return data, n
+
+
+def spectrum(op, variant: str, operator: str, num_classes: int, args):
+    common = dict(
+        num_points=args.num_points,
+        num_vectors=args.num_vectors,
+        kappa=args.kappa,
+        seed=args.seed,
+        margin=args.margin,
+        subspace_iters=args.subspace_iters,
+    )
+    if variant == "plain":
+        return lanczos_approx_spec(op, args.num_iters, **common)
+    if variant == "deflated":
+        return lanczos_approx_spec(op, args.num_iters, deflate=num_classes, **common)
+    deflate = num_classes if operator in args.log_deflate else 0
+    return log_spectrum(
+        op, args.log_num_iters, eps=args.log_eps, deflate=deflate, **common
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    selected = json.loads(args.selected.read_text())["winner"]
+    device = resolve_device(args.device)
+    model = load_model(Path(selected["run"]) / f"epoch_{args.epoch}.pt", device=device)
+    data, n = load_data(args)
+    num_classes = data.num_classes
+    pair = (data.x, data.y)
+    operators = {}
+    if set(args.operators) & set(CURVATURE):
+        from hessian_spectrum.curvature import curvature
+
+        cur = curvature(
+            model, pair, num_classes, batch_size=args.batch_size, device=device
+        )
+        operators.update(hess=cur.hessian, G=cur.G, H=cur.H)
+    if set(args.operators) - set(CURVATURE):
+        from hessian_spectrum.decomposition import decompose_G
+
+        dec = decompose_G(
+            model, pair, num_classes, batch_size=args.batch_size, device=device
+        )
+        for name in set(args.operators) - set(CURVATURE):
+            operators[name] = dec.operator(name)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    for operator in args.operators:
+        for variant in args.variants:
+            torch.manual_seed(args.seed)
+            sd = spectrum(operators[operator], variant, operator, num_classes, args)
+            ds = results.spectrum_dataset(
+                sd,
+                dataset=args.dataset,
+                arch=model_arch(selected),
+                sample_size=n,
+                epoch=args.epoch,
+                split=args.split,
+                operator=operator,
+                variant=variant,
+                num_classes=num_classes,
+                learning_rate=float(selected["lr"]),
+            )
+            out = args.outdir / f"{operator}_{variant}.nc"
+            results.write_netcdf(ds, out)
+            print(
+                f"{out}: p={sd.p} products={sd.num_products} "
+                f"integral={sd.integral():.4f} bounds={sd.bounds}",
+                flush=True,
+            )
+
+
+def model_arch(selected: dict) -> str:
+    """The architecture of the winning run, from its history.json."""
+    history = json.loads((Path(selected["run"]) / "history.json").read_text())
+    return history["config"]["arch"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,548 @@
+"""NetCDF results: per-job datasets and their aggregation (docs/CONTRACTS.md).
+
+The workflow writes one small NetCDF file per job (a spectral density, the Figure 7
+quantities of one run and epoch, one self-check case); these are the source of
+truth. :func:`combine` stacks them into the aggregated files ``results/spectra.nc``,
+``results/decomposition.nc`` and ``results/selfcheck.nc``; :func:`training_dataset`
+builds ``results/training.nc`` from the runs' ``history.json`` and ``selected.json``.
+Every file is self-describing (``long_name`` and ``units`` on each variable, estimator
+settings as attributes) and opens with ``xarray.open_dataset`` alone.
+
+In a per-job dataset every key of the job (data set, arch, sample size, epoch, ...)
+is a dimension of length one, so that combining is filling one slot of the
+aggregated arrays per file; missing combinations stay NaN (``-1`` for int8 flags).
+
+Example::
+
+    >>> ds = spectrum_dataset(sd, dataset="mnist", arch="vgg11", sample_size=136,
+    ...                       epoch=200, split="train", operator="hess",
+    ...                       variant="deflated", num_classes=10, learning_rate=0.05)
+    >>> write_netcdf(ds, "results/spectra/.../hess_deflated.nc")
+    >>> write_netcdf(combine(paths, "spectra"), "results/spectra.nc")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "OPERATORS",
+    "VARIANTS",
+    "SPLITS",
+    "CASES",
+    "KEYS",
+    "spectrum_dataset",
+    "decomposition_dataset",
+    "selfcheck_dataset",
+    "training_dataset",
+    "read_training",
+    "combine",
+    "write_netcdf",
+]
+
+# Canonical order of the string coordinates (CONTRACTS.md).
+OPERATORS = ("hess", "G", "H", "A1", "A2", "B1", "B2", "G-A1", "G-A2", "G-B1", "G-B2")
+VARIANTS = ("plain", "deflated", "log")
+SPLITS = ("train", "test")
+CASES = ("fig8a", "fig8b")
+ORDER = {"operator": OPERATORS, "variant": VARIANTS, "split": SPLITS, "case": CASES}
+
+#: The key dimensions of each aggregated file, in order.
+KEYS = {
+    "spectra": (
+        "dataset",
+        "arch",
+        "sample_size",
+        "epoch",
+        "split",
+        "operator",
+        "variant",
+    ),
+    "decomposition": ("dataset", "arch", "sample_size", "epoch"),
+    "selfcheck": ("case",),
+}
+
+# Estimator settings kept as attributes of results/spectra.nc.
+SPECTRA_ATTRS = (
+    "num_iters",
+    "num_points",
+    "kappa",
+    "num_vectors",
+    "seed",
+    "log_num_iters",
+    "log_eps",
+    "margin",
+    "subspace_iters",
+)
+
+_EIGEN_UNITS = "nat"  # eigenvalues of the Hessian of the mean cross-entropy (nats)
+
+
+def _keyed(keys: Mapping[str, Any]) -> dict[str, list]:
+    return {name: [value] for name, value in keys.items()}
+
+
+def spectrum_dataset(
+    sd,
+    *,
+    dataset: str,
+    arch: str,
+    sample_size: int,
+    epoch: int,
+    split: str,
+    operator: str,
+    variant: str,
+    num_classes: int,
+    learning_rate: float,
+) -> xr.Dataset:
+    """One spectral density (:class:`hessian_spectrum.density.SpectralDensity`) as a
+    per-job dataset with the dimensions of ``results/spectra.nc``."""
+    if operator not in OPERATORS or variant not in VARIANTS or split not in SPLITS:
+        raise ValueError(f"unknown operator/variant/split {operator}/{variant}/{split}")
+    keys = dict(
+        dataset=dataset,
+        arch=arch,
+        sample_size=int(sample_size),
+        epoch=int(epoch),
+        split=split,
+        operator=operator,
+        variant=variant,
+    )
+    lead = KEYS["spectra"]
+    shape = (1,) * len(lead)
+    outliers = np.asarray(sd.outliers, dtype=np.float64).reshape(-1)
+    if outliers.size == 0:  # keep a dimension of length >= 1 (NetCDF-friendly)
+        outliers = np.full(1, np.nan)
+    log = variant == "log"
+    ds = xr.Dataset(
+        {
+            "grid": (
+                lead + ("point",),
+                np.asarray(sd.grid, dtype=np.float64).reshape(shape + (-1,)),
+                {
+                    "long_name": "spectral grid: eigenvalue, or log10(|eigenvalue| "
+                    "+ eps) for variant 'log'",
+                    "units": f"{_EIGEN_UNITS} (variant log: log10 of {_EIGEN_UNITS})",
+                },
+            ),
+            "density": (
+                lead + ("point",),
+                np.asarray(sd.density, dtype=np.float64).reshape(shape + (-1,)),
+                {
+                    "long_name": "spectral density w.r.t. the grid variable "
+                    "(deflated: the bulk, integrating to 1 - R/p)",
+                    "units": f"1/{_EIGEN_UNITS} (variant log: 1/decade)",
+                },
+            ),
+            "outliers": (
+                lead + ("outlier",),
+                outliers.reshape(shape + (-1,)),
+                {
+                    "long_name": "deflated top eigenvalues (point masses of weight "
+                    "1/p), NaN-padded",
+                    "units": _EIGEN_UNITS,
+                },
+            ),
+            "bound_lo": (
+                lead,
+                np.full(shape, sd.bounds[0], dtype=np.float64),
+                {"long_name": "lower spectral bound (Algorithm 4)", "units": "nat"},
+            ),
+            "bound_hi": (
+                lead,
+                np.full(shape, sd.bounds[1], dtype=np.float64),
+                {"long_name": "upper spectral bound (Algorithm 4)", "units": "nat"},
+            ),
+            "num_products": (
+                lead,
+                np.full(shape, sd.num_products, dtype=np.float64),
+                {"long_name": "operator-vector products used", "units": "1"},
+            ),
+            "num_params": (
+                ("dataset", "arch"),
+                np.full((1, 1), sd.p, dtype=np.float64),
+                {"long_name": "number of parameters p", "units": "1"},
+            ),
+            "num_classes": (
+                ("dataset",),
+                np.full(1, num_classes, dtype=np.float64),
+                {"long_name": "number of classes C", "units": "1"},
+            ),
+            "learning_rate": (
+                ("dataset", "arch", "sample_size"),
+                np.full((1, 1, 1), learning_rate, dtype=np.float64),
+                {"long_name": "selected initial learning rate", "units": "1"},
+            ),
+        },
+        coords=_keyed(keys),
+    )
+    settings = dict(sd.settings)
+    ds.attrs.update(
+        {
+            k: v
+            for k, v in settings.items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        }
+    )
+    if log:
+        ds.attrs["eps"] = float(sd.eps)
+    ds.attrs["kind"] = "log" if log else "linear"
+    ds.attrs["p"] = int(sd.p)
+    return ds
+
+
+def decomposition_dataset(
+    *,
+    dataset: str,
+    arch: str,
+    sample_size: int,
+    epoch: int,
+    eigenvalues: np.ndarray,
+    source: np.ndarray,
+    b2_trace: np.ndarray,
+    b2_stderr: np.ndarray,
+    g_top_values: np.ndarray,
+    g_top_residuals: np.ndarray,
+    settings: Mapping[str, Any],
+) -> xr.Dataset:
+    """The Figure 7 quantities of one run and epoch (``results/decomposition.nc``)."""
+    keys = dict(
+        dataset=dataset, arch=arch, sample_size=int(sample_size), epoch=int(epoch)
+    )
+    lead = KEYS["decomposition"]
+    one = (1,) * len(lead)
+
+    def arr(x, dtype=np.float64):
+        return np.asarray(x, dtype=dtype).reshape(one + (-1,))
+
+    ds = xr.Dataset(
+        {
+            "a1a2b1_eigenvalues": (
+                lead + ("eig",),
+                arr(eigenvalues),
+                {
+                    "long_name": "eigenvalues of A1 + A2 + B1, descending",
+                    "units": "nat",
+                },
+            ),
+            "a1a2b1_source": (
+                lead + ("eig",),
+                arr(source, np.int8),
+                {
+                    "long_name": "member of A1 + A2 + B1 an eigenvalue is due to",
+                    "flag_values": np.array([0, 1, 2], dtype=np.int8),
+                    "flag_meanings": "A1 B1 A2",
+                    "comment": "-1: padding",
+                },
+            ),
+            "b2_trace_per_class": (
+                lead + ("class",),
+                arr(b2_trace),
+                {"long_name": "Tr(B_{2,c})/n per class c", "units": "nat"},
+            ),
+            "b2_trace_stderr": (
+                lead + ("class",),
+                arr(b2_stderr),
+                {"long_name": "standard error of Tr(B_{2,c})/n", "units": "nat"},
+            ),
+            "g_top_eigenvalues": (
+                lead + ("rank",),
+                arr(g_top_values),
+                {"long_name": "top-C eigenvalues of train G", "units": "nat"},
+            ),
+            "g_top_residuals": (
+                lead + ("rank",),
+                arr(g_top_residuals),
+                {"long_name": "residual norms ||G x - lambda x||", "units": "nat"},
+            ),
+        },
+        coords=_keyed(keys),
+    )
+    ds.attrs.update(dict(settings))
+    return ds
+
+
+def selfcheck_dataset(
+    case: str,
+    *,
+    exact_eigenvalues: np.ndarray,
+    sd,
+    w1_relative: float,
+    settings: Mapping[str, Any],
+) -> xr.Dataset:
+    """One Figure 8 case: exact eigenvalues, the estimated density, relative W1."""
+    if case not in CASES:
+        raise ValueError(f"case must be one of {CASES}, got {case!r}")
+    ds = xr.Dataset(
+        {
+            "exact_eigenvalues": (
+                ("case", "eig"),
+                np.asarray(exact_eigenvalues, dtype=np.float64).reshape(1, -1),
+                {"long_name": "exact eigenvalues (eigh), raw", "units": "1"},
+            ),
+            "grid": (
+                ("case", "point"),
+                np.asarray(sd.grid, dtype=np.float64).reshape(1, -1),
+                {
+                    "long_name": "grid: eigenvalue (fig8a), log10(|eigenvalue| + eps) "
+                    "(fig8b)",
+                    "units": "1",
+                },
+            ),
+            "density": (
+                ("case", "point"),
+                np.asarray(sd.density, dtype=np.float64).reshape(1, -1),
+                {"long_name": "estimated spectral density", "units": "1"},
+            ),
+            "w1_relative": (
+                ("case",),
+                np.array([w1_relative], dtype=np.float64),
+                {
+                    "long_name": "Wasserstein-1 distance to the exact spectrum over "
+                    "the spread of the exact spectrum",
+                    "units": "1",
+                },
+            ),
+        },
+        coords={"case": [case]},
+    )
+    ds.attrs.update(dict(settings))
+    return ds
+
+
+# ------------------------------------------------------------------------------------
+# Aggregation
+# ------------------------------------------------------------------------------------
+def _ordered(name: str, values: Iterable) -> list:
+    values = set(values)
+    if name in ORDER:
+        known = [v for v in ORDER[name] if v in values]
+        return known + sorted(values - set(known))
+    return sorted(values)
+
+
+def _fill_value(dtype: np.dtype):
+    if dtype == np.int8:
+        return np.int8(-1)
+    if dtype == np.bool_:
+        return False
+    return np.nan
+
+
+def combine(paths: Sequence[str | os.PathLike], kind: str) -> xr.Dataset:
+    """Stack per-job files of ``kind`` ("spectra", "decomposition", "selfcheck") into
+    one dataset over the union of their keys (NaN where a combination is missing;
+    inner dimensions such as ``outlier`` padded with NaN)."""
+    keys = KEYS[kind]
+    parts = [xr.load_dataset(p) for p in paths]
+    if not parts:
+        raise ValueError(f"no per-job files to combine into {kind}")
+    coords = {
+        k: _ordered(k, {v.item() for ds in parts for v in ds[k].values}) for k in keys
+    }
+    index = {k: {v: i for i, v in enumerate(values)} for k, values in coords.items()}
+    inner: dict[str, int] = {}
+    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict]] = {}
+    for ds in parts:
+        for dim, size in ds.sizes.items():
+            if dim not in keys:
+                inner[dim] = max(inner.get(dim, 0), size)
+        for name, var in ds.data_vars.items():
+            variables.setdefault(name, (var.dims, var.dtype, dict(var.attrs)))
+    arrays = {}
+    for name, (dims, dtype, _) in variables.items():
+        shape = tuple(len(coords[d]) if d in keys else inner[d] for d in dims)
+        arrays[name] = np.full(shape, _fill_value(dtype), dtype=dtype)
+    for ds in parts:
+        for name, var in ds.data_vars.items():
+            dims = variables[name][0]
+            where = tuple(
+                index[d][ds[d].values[0].item()]
+                if d in keys
+                else slice(0, var.sizes[d])
+                for d in dims
+            )
+            arrays[name][where] = _squeeze_keys(var, keys)
+    out = xr.Dataset(
+        {
+            name: (dims, arrays[name], attrs)
+            for name, (dims, _, attrs) in variables.items()
+        },
+        coords={k: np.asarray(v) for k, v in coords.items()},
+    )
+    for name in ("num_params", "num_classes"):  # counts: int where none is missing
+        if name in out and np.isfinite(out[name].values).all():
+            out[name] = out[name].astype(np.int64)
+    _describe_coords(out)
+    out.attrs.update(_combined_attrs(parts, kind))
+    return out
+
+
+def _squeeze_keys(var: xr.DataArray, keys: Sequence[str]) -> np.ndarray:
+    """The values of a per-job variable without its length-one key dimensions."""
+    return var.isel({d: 0 for d in var.dims if d in keys}).values
+
+
+def _combined_attrs(parts: Sequence[xr.Dataset], kind: str) -> dict:
+    if kind != "spectra":
+        return dict(parts[0].attrs)
+    attrs: dict[str, Any] = {}
+    for ds in parts:
+        a = ds.attrs
+        if a.get("kind") == "log":
+            attrs.setdefault("log_num_iters", a.get("num_iters"))
+            attrs.setdefault("log_eps", a.get("eps"))
+        else:
+            attrs.setdefault("num_iters", a.get("num_iters"))
+        if a.get("subspace_iters") and a.get("deflate"):
+            attrs.setdefault("subspace_iters", a["subspace_iters"])
+        for name in ("num_points", "kappa", "num_vectors", "seed", "margin"):
+            if name in a:
+                attrs.setdefault(name, a[name])
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    attrs["estimators"] = (
+        "Normalization (Algorithm 4, M0 = 32), LanczosApproxSpec (Algorithm 3), "
+        "SubspaceIteration (Algorithm 5) for variant 'deflated'; Papyan (2019)"
+    )
+    return attrs
+
+
+_COORD_ATTRS = {
+    "dataset": {"long_name": "data set"},
+    "arch": {"long_name": "network architecture"},
+    "sample_size": {"long_name": "training examples per class", "units": "1"},
+    "epoch": {"long_name": "training epoch of the checkpoint", "units": "1"},
+    "split": {"long_name": "data the operator is computed on"},
+    "operator": {
+        "long_name": "operator: hess, G, H = hess - G, members of G, G - member"
+    },
+    "variant": {"long_name": "plain, deflated (rank C), log (log10(|lambda| + eps))"},
+    "case": {"long_name": "synthetic self-check case (paper Figure 8)"},
+    "lr": {"long_name": "initial learning rate", "units": "1"},
+}
+
+
+def _describe_coords(ds: xr.Dataset) -> None:
+    for name, attrs in _COORD_ATTRS.items():
+        if name in ds.coords:
+            ds[name].attrs.update(attrs)
+
+
+def training_dataset(
+    histories: Mapping[str, Mapping], selections: Sequence[Mapping]
+) -> xr.Dataset:
+    """``results/training.nc`` from ``{run folder: history.json dict}`` and the
+    ``selected.json`` dicts (CONTRACTS.md): learning curves per (dataset, arch,
+    sample_size, lr, epoch), ``diverged`` and ``selected_lr``."""
+    runs = []
+    for run, history in histories.items():
+        cfg = history["config"]
+        runs.append(
+            (
+                cfg["dataset"],
+                cfg["arch"],
+                int(cfg["n_per_class"]),
+                float(cfg["lr"]),
+                history,
+                run,
+            )
+        )
+    if not runs:
+        raise ValueError("no training histories to aggregate")
+    coords = {
+        "dataset": sorted({r[0] for r in runs}),
+        "arch": sorted({r[1] for r in runs}),
+        "sample_size": sorted({r[2] for r in runs}),
+        "lr": sorted({r[3] for r in runs}),
+    }
+    last = (
+        max(int(rec["epoch"]) for r in runs for rec in r[4]["records"])
+        if any(r[4]["records"] for r in runs)
+        else 1
+    )
+    coords["epoch"] = list(range(1, last + 1))
+    idx = {k: {v: i for i, v in enumerate(vals)} for k, vals in coords.items()}
+    shape = tuple(len(v) for v in coords.values())
+    names = ("train_loss", "test_loss", "train_error", "test_error")
+    curves = {name: np.full(shape, np.nan) for name in names}
+    diverged = np.zeros(shape[:4], dtype=bool)
+    by_run = {}
+    for dataset, arch, n, lr, history, run in runs:
+        at = (
+            idx["dataset"][dataset],
+            idx["arch"][arch],
+            idx["sample_size"][n],
+            idx["lr"][lr],
+        )
+        by_run[str(Path(run))] = at
+        diverged[at] = bool(history["diverged"])
+        for rec in history["records"]:
+            e = idx["epoch"][int(rec["epoch"])]
+            for name in names:
+                value = rec.get(name)
+                curves[name][at + (e,)] = np.nan if value is None else float(value)
+    selected = np.full(shape[:3], np.nan)
+    for selection in selections:
+        winner = selection["winner"]
+        at = by_run.get(str(Path(winner["run"])))
+        if at is not None:
+            selected[at[:3]] = float(winner["lr"])
+    units = {"loss": "nat", "error": "1"}
+    data = {
+        name: (
+            tuple(coords),
+            curves[name],
+            {
+                "long_name": name.replace("_", " ") + " at the end of the epoch",
+                "units": units[name.split("_")[1]],
+            },
+        )
+        for name in names
+    }
+    data["diverged"] = (
+        ("dataset", "arch", "sample_size", "lr"),
+        diverged,
+        {"long_name": "run stopped on a non-finite loss"},
+    )
+    data["selected_lr"] = (
+        ("dataset", "arch", "sample_size"),
+        selected,
+        {"long_name": "learning rate with the best final test error", "units": "1"},
+    )
+    ds = xr.Dataset(data, coords=coords)
+    _describe_coords(ds)
+    return ds
+
+
+def read_training(paths: Iterable[str | os.PathLike]) -> xr.Dataset:
+    """:func:`training_dataset` from run folders (holding history.json) and
+    selected.json files, in any order."""
+    histories, selections = {}, []
+    for path in map(Path, paths):
+        if path.name == "selected.json":
+            selections.append(json.loads(path.read_text()))
+        else:
+            folder = path if path.is_dir() else path.parent
+            histories[str(folder)] = json.loads((folder / "history.json").read_text())
+    return training_dataset(histories, selections)
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write ``ds`` atomically (temporary file, then rename), compressing variables."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    encoding = {
+        name: {"zlib": True, "complevel": 4}
+        for name, var in ds.data_vars.items()
+        if var.dtype.kind in "fiu" and var.ndim > 0
+    }
+    ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+    os.replace(tmp, path)

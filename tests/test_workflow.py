@@ -1,0 +1,264 @@
+"""The Snakemake workflow end to end on the tiny config (config/test.yaml), run through
+the CLI in a copy of the repository, then its incremental behaviour via dry runs.
+
+The package is installed (editable) into the interpreter running the tests, so the
+copied scripts import it; Snakemake is the one beside that interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+COPIED = ("Snakefile", "workflow", "config", "scripts", "profiles")
+TEST_CONFIG = "config/test.yaml"
+FIGURES = [f"fig{i}" for i in range(1, 11)]
+
+pytestmark = pytest.mark.slow
+
+
+def copy_workflow(dst: Path) -> Path:
+    """The workflow files of the repository, without results, in `dst`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".snakemake", "results")
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configs: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+    timeout: float = 600,
+    check: bool = True,
+):
+    """Run the Snakemake CLI in `workdir` with the test config, then `configs` on top
+    (one --configfile option: a second one would replace the first)."""
+    cmd = [str(SNAKEMAKE), *targets, *args, "--configfile", TEST_CONFIG, *configs]
+    proc = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def planned_jobs(workdir: Path, **kwargs) -> dict[str, int]:
+    """Rule -> number of jobs a dry run would execute ({} when nothing to do)."""
+    proc = snakemake(workdir, "--dry-run", "--quiet", "rules", **kwargs)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+def override(workdir: Path, name: str, text: str) -> str:
+    """An extra config file (never nested --config values: they arrive as strings)."""
+    path = workdir / "config" / f"{name}.yaml"
+    path.write_text(text)
+    return str(path.relative_to(workdir))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A finished run of the tiny config."""
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    snakemake(work, "--cores", "2")
+    return work
+
+
+def test_every_declared_output_exists(workdir):
+    proc = snakemake(workdir, "--summary")
+    rows = [line.split("\t") for line in proc.stdout.splitlines()[1:] if line]
+    assert rows, proc.stdout
+    for row in rows:
+        path = workdir / row[0]
+        assert path.exists(), f"missing output {row[0]}"
+        assert row[-2] == "ok", row
+    for kind in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (workdir / "results" / "figures" / f"{kind}.{ext}").stat().st_size
+    for name in ("spectra", "training", "decomposition", "selfcheck"):
+        assert (workdir / "results" / f"{name}.nc").is_file()
+
+
+def test_spectra_netcdf(workdir):
+    ds = xr.open_dataset(workdir / "results" / "spectra.nc")
+    for name in ("num_iters", "num_points", "kappa", "num_vectors", "seed"):
+        assert name in ds.attrs, name
+    assert ds.attrs["num_iters"] == 16 and ds.attrs["log_num_iters"] == 24
+    assert ds["grid"].attrs["units"] and ds["density"].attrs["long_name"]
+    p = int(ds["num_params"].sel(dataset="mnist_embedded", arch="mlp"))
+    sel = dict(dataset="mnist_embedded", arch="mlp", sample_size=8, epoch=2)
+    computed = 0
+    for split in ds.split.values:
+        for operator in ds.operator.values:
+            for variant in ds.variant.values:
+                one = ds.sel(split=split, operator=operator, variant=variant, **sel)
+                density, grid = one["density"].values, one["grid"].values
+                if np.isnan(density).all():
+                    continue
+                computed += 1
+                assert np.isfinite(density).all() and np.isfinite(grid).all()
+                outliers = one["outliers"].values
+                rank = int(np.isfinite(outliers).sum())
+                if variant == "deflated":
+                    assert rank == 10  # C
+                integral = np.trapezoid(density, grid)
+                assert integral == pytest.approx(1 - rank / p, abs=0.03), (
+                    split,
+                    operator,
+                    variant,
+                )
+    # train: 3 curvature operators x 3 variants + 8 decomposition members; test: 9
+    assert computed == 9 + 8 + 9
+    assert float(ds["learning_rate"].sel(**{k: sel[k] for k in sel if k != "epoch"}))
+    ds.close()
+
+
+def test_training_decomposition_selfcheck_netcdf(workdir):
+    with xr.open_dataset(workdir / "results" / "training.nc") as tr:
+        assert tr.sizes["epoch"] == 2
+        curves = tr["test_error"].sel(dataset="mnist_embedded", arch="mlp")
+        assert np.isfinite(curves.values).all()
+        selected = tr["selected_lr"].sel(dataset="mnist_embedded", arch="mlp")
+        assert selected.values.tolist() == [0.05]
+    with xr.open_dataset(workdir / "results" / "decomposition.nc") as dec:
+        one = dec.sel(dataset="mnist_embedded", arch="mlp", sample_size=8, epoch=2)
+        eig = one["a1a2b1_eigenvalues"].values
+        assert np.isfinite(eig).sum() == 100  # C^2
+        assert set(np.unique(one["a1a2b1_source"].values)) <= {0, 1, 2}
+        assert np.isfinite(one["g_top_eigenvalues"].values).all()
+        assert np.isfinite(one["b2_trace_per_class"].values).all()
+    with xr.open_dataset(workdir / "results" / "selfcheck.nc") as sc:
+        assert list(sc.case.values) == ["fig8a", "fig8b"]
+        assert np.isfinite(sc["w1_relative"].values).all()
+
+
+def test_report_builds(workdir):
+    snakemake(workdir, "--report", "results/report.html")
+    assert (workdir / "results" / "report.html").stat().st_size > 0
+
+
+def test_second_dry_run_has_nothing_to_do(workdir):
+    assert planned_jobs(workdir) == {}
+
+
+def test_lanczos_iterations_rerun_spectra_not_training(workdir):
+    extra = override(workdir, "iters", "spectra:\n  num_iters: 20\n")
+    jobs = planned_jobs(workdir, configs=(extra,))
+    assert {"spectrum", "decomposition_spectra", "aggregate_spectra"} <= set(jobs)
+    assert {f"fig{i}" for i in (1, 2, 3, 4, 5, 6, 7, 9, 10)} <= set(jobs)
+    untouched = {"subsample", "train", "select_learning_rate", "decomposition"}
+    untouched |= {"selfcheck", "aggregate_training", "fig8"}
+    assert not untouched & set(jobs), jobs
+
+
+def test_new_sample_size_runs_only_its_chain(workdir):
+    extra = override(workdir, "sizes", "sample_sizes: [8, 12]\n")
+    jobs = planned_jobs(workdir, configs=(extra,))
+    assert jobs["subsample"] == 1 and jobs["train"] == 1
+    assert jobs["select_learning_rate"] == 1
+    assert jobs["spectrum"] == 6  # 2 splits x 3 operators, all variants per job
+    assert jobs["decomposition_spectra"] == 1 and jobs["decomposition"] == 1
+    assert {
+        "aggregate_spectra",
+        "aggregate_training",
+        "aggregate_decomposition",
+    } <= set(jobs)
+    assert "selfcheck" not in jobs and "fig8" not in jobs
+
+
+def test_figure_option_reruns_only_figures(workdir):
+    extra = override(workdir, "dpi", "figures:\n  dpi: 61\n")
+    jobs = planned_jobs(workdir, configs=(extra,))
+    assert set(jobs) == set(FIGURES) | {"all"}, jobs
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("datasets: [svhn]\n", "datasets[0]"),
+        ("spectra:\n  operators: [hess, J]\n", "spectra.operators[1]"),
+        ("decomposition:\n  operators: [A3]\n", "decomposition.operators[0]"),
+        ("sample_sizes: [0]\n", "sample_sizes[0]"),
+        ("sample_sizes: [-3]\n", "sample_sizes[0]"),
+        ("spectra:\n  num_iters: 1\n", "spectra.num_iters"),
+        ("spectra:\n  log_num_iters: 1\n", "spectra.log_num_iters"),
+        ("training:\n  learning_rates: [0]\n", "training.learning_rates[0]"),
+        ("training:\n  checkpoint_epochs: [1, 3]\n", "training.checkpoint_epochs"),
+        ("spectra:\n  epochs: [5]\n", "spectra.epochs"),
+    ],
+)
+def test_bad_config_fails_at_parse_time(tmp_path, text, key):
+    work = copy_workflow(tmp_path)
+    extra = override(work, "bad", text)
+    proc = snakemake(work, "--dry-run", configs=(extra,), check=False, timeout=120)
+    assert proc.returncode != 0
+    assert f"'{key}'" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert not (work / "results").exists()
+
+
+def test_interrupted_run_resumes(tmp_path):
+    """Kill Snakemake and its job hard while the second of two jobs runs; the rerun
+    (profiles/default has rerun-incomplete) keeps the finished job's output."""
+    work = copy_workflow(tmp_path)
+    cmd = [str(SNAKEMAKE), "results/selfcheck.nc", "--cores", "1"]
+    cmd += ["--configfile", TEST_CONFIG]
+    log = work / "snakemake.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=work,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    cases = [work / "results" / "selfcheck" / f"{c}.nc" for c in ("fig8a", "fig8b")]
+    deadline = time.monotonic() + 300
+    try:  # until Snakemake has recorded the first job as finished
+        while "1 of 3 steps" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the job it started
+        proc.wait()
+    finished = [c for c in cases if c.exists()]
+    assert len(finished) == 1, "expected exactly one finished job at the kill"
+    stamp = finished[0].stat().st_mtime_ns
+    snakemake(work, "--unlock")  # a killed Snakemake leaves its lock behind
+    remaining = planned_jobs(work, targets=("results/selfcheck.nc",))
+    assert remaining == {"selfcheck": 1, "aggregate_selfcheck": 1}, remaining
+    snakemake(work, "--cores", "1", targets=("results/selfcheck.nc",))
+    assert finished[0].stat().st_mtime_ns == stamp
+    assert all(c.exists() for c in cases)
+    assert (work / "results" / "selfcheck.nc").exists()

@@ -1,0 +1,40 @@
+# Stage 3b: the Figure 7 quantities of train G per (selected run, epoch): the C^2
+# eigenvalues of A1 + A2 + B1 attributed to A1, B1 or A2, the class traces
+# Tr(B_{2,c})/n, and the top-C eigenpairs of G (SubspaceIteration(G, C, T)).
+# Spectra of the members A1, A2, B1, B2 and of G minus one member: rule
+# decomposition_spectra in spectra.smk.
+
+
+rule decomposition:
+    input:
+        selected=SELECTED,
+        subsample=SUBSAMPLE,
+        code=library_sources(
+            "data",
+            "models",
+            "training",
+            "_functional",
+            "operators",
+            "decomposition",
+            "subspace",
+            "results",
+        ),
+    output:
+        f"{RESULTS}/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.nc",
+    log:
+        f"{LOGS}/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.log",
+    params:
+        data_root=config["data_root"],
+        subspace_iters=config["spectra"]["subspace_iters"],
+        seed=config["spectra"]["seed"],
+        trace_probes=config["decomposition"]["trace_probes"],
+        batch_size=config["spectra"]["batch_size"],
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} python scripts/decomposition_job.py"
+        " --selected {input.selected} --epoch {wildcards.epoch}"
+        " --dataset {wildcards.dataset} --data-root {params.data_root}"
+        " --subsample {input.subsample} --subspace-iters {params.subspace_iters}"
+        " --trace-probes {params.trace_probes} --seed {params.seed}"
+        " --batch-size {params.batch_size}"
+        " --device auto --out {output} > {log} 2>&1"

@@ -1,0 +1,44 @@
+# Stage 2: SGD training per (dataset, arch, n, lr), with checkpoints at the configured
+# epochs (paper Section C.1), then selection of the learning rate with the best final
+# test error per (dataset, arch, n).
+#
+# A run folder holds epoch_<E>.pt for every checkpoint epoch and history.json. It is
+# declared as one directory output because the set of checkpoint epochs depends on the
+# data set (e.g. 200 epochs for MNIST, 350 for CIFAR).
+
+
+rule train:
+    input:
+        subsample=SUBSAMPLE,
+        code=library_sources("data", "models", "training"),
+    output:
+        directory(f"{RESULTS}/runs/{{dataset}}/{{arch}}/n{{n}}/lr{{lr}}"),
+    log:
+        f"{LOGS}/train/{{dataset}}/{{arch}}/n{{n}}/lr{{lr}}.log",
+    params:
+        data_root=config["data_root"],
+        run=training_params,
+    threads: 1
+    shell:
+        "OMP_NUM_THREADS={threads} python scripts/train.py"
+        " --dataset {wildcards.dataset} --data-root {params.data_root}"
+        " --subset {input.subsample} --arch {wildcards.arch} --lr {wildcards.lr}"
+        " --epochs {params.run[epochs]} --checkpoint-epochs {params.run[checkpoints]}"
+        " --batch-size {params.run[batch_size]} --width {params.run[width]}"
+        " --seed {params.run[seed]} {params.run[max_test]} --threads {threads}"
+        " --device auto --outdir {output} > {log} 2>&1"
+
+
+rule select_learning_rate:
+    input:
+        runs=candidate_runs,
+        code=library_sources("training"),
+    output:
+        f"{RESULTS}/runs/{{dataset}}/{{arch}}/n{{n}}/selected.json",
+    log:
+        f"{LOGS}/select/{{dataset}}/{{arch}}/n{{n}}.log",
+    params:
+        histories=candidate_histories,
+    shell:
+        "python scripts/select.py --histories {params.histories} --out {output}"
+        " > {log} 2>&1"
