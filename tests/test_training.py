@@ -400,7 +400,7 @@ def test_scripts_subsample_train_select(tmp_path):
         )
         histories.append(str(out / "history.json"))
     selected = tmp_path / "selected.json"
-    _script("select").main(["--histories", *histories, "--out", str(selected)])
+    _script("select_lr").main(["--histories", *histories, "--out", str(selected)])
     result = json.loads(selected.read_text())
     assert result["winner"]["run"] in {
         str(tmp_path / "lr0.05"),
@@ -450,7 +450,7 @@ def test_select_script_all_diverged_writes_nothing(tmp_path):
     path = tmp_path / "history.json"
     path.write_text(json.dumps(_history(1.0, [], True, 2)))
     with pytest.raises(ValueError, match="diverged"):
-        _script("select").main(
+        _script("select_lr").main(
             ["--histories", str(path), "--out", str(tmp_path / "selected.json")]
         )
     assert not (tmp_path / "selected.json").exists()
@@ -458,14 +458,13 @@ def test_select_script_all_diverged_writes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_scripts_run_as_files(tmp_path):
-    """``python scripts/x.py`` works although scripts/select.py shadows the standard
-    library's ``select`` (imported by torch) while scripts/ is sys.path[0]."""
+    """The CLIs run as ``python scripts/x.py`` (scripts/ is then sys.path[0])."""
     history = tmp_path / "run" / "history.json"
     history.parent.mkdir()
     history.write_text(json.dumps(_history(0.1, [0.3])))
     commands = [
         ["train.py", "--help"],
-        ["select.py", "--histories", str(history), "--out", str(tmp_path / "s.json")],
+        ["select_lr.py", "--histories", str(history), "--out", str(tmp_path / "s")],
     ]
     for name, *args in commands:
         result = subprocess.run(
@@ -475,4 +474,4 @@ def test_scripts_run_as_files(tmp_path):
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "s.json").read_text())["winner"]["lr"] == 0.1
+    assert json.loads((tmp_path / "s").read_text())["winner"]["lr"] == 0.1

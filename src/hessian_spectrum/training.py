@@ -545,7 +545,7 @@ def _cpu_copy(obj: Any) -> Any:
 def select_best(histories: Mapping[str, Mapping] | Sequence[Mapping]) -> dict:
     """Pick the learning rate with the best final-epoch test error (Appendix C.1).
 
-    ``histories`` maps a run's name (``scripts/select.py`` uses the directory holding
+    ``histories`` maps a run's name (``scripts/select_lr.py`` uses the directory holding
     its ``history.json``, where its checkpoints are) to its history dict; a plain
     sequence is named by position.  Ties go to the smaller learning rate; diverged
     runs never win; a run that stopped before its last epoch without diverging is

@@ -442,6 +442,7 @@ def selfcheck_options(wildcards):
     selfcheck = config["selfcheck"]
     return (
         f"--num-iters {selfcheck['num_iters']} --num-points {selfcheck['num_points']}"
+        f" --log-num-iters {selfcheck['log_num_iters']}"
         f" --num-vectors {selfcheck['num_vectors']} --kappa {selfcheck['kappa']}"
         f" --seed {selfcheck['seed']} --eps {selfcheck['eps']}"
     )

@@ -40,5 +40,5 @@ rule select_learning_rate:
     params:
         histories=candidate_histories,
     shell:
-        "python scripts/select.py --histories {params.histories} --out {output}"
+        "python scripts/select_lr.py --histories {params.histories} --out {output}"
         " > {log} 2>&1"

@@ -6,18 +6,13 @@ the winning run's ``history.json`` (and checkpoints).  Ties go to the smaller
 learning rate; diverged runs never win; if all diverged, nothing is written.
 """
 
-# This file's name shadows the standard library's ``select`` module for every
-# script run as ``python scripts/<name>.py`` (scripts/ is then sys.path[0], and
-# torch imports ``select`` through ``socket``).  So: no imports at module level
-# that could import ``select``, and when imported *as* ``select`` this module
-# installs the real one in its place (bottom of the file).
-
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from hessian_spectrum.training import select_best, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,8 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hessian_spectrum.training import select_best, write_json
-
     args = parse_args(argv)
     histories = {str(p.parent): json.loads(p.read_text()) for p in args.histories}
     selected = select_best(histories)
@@ -41,21 +34,5 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out, selected)
 
 
-def _install_stdlib_select() -> None:
-    """Imported as ``select``: load the standard library's module and hand it out."""
-    import importlib.machinery
-    import importlib.util
-    import os
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    spec = importlib.machinery.PathFinder.find_spec("select", path)
-    real = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(real)
-    sys.modules["select"] = real  # the import system returns sys.modules["select"]
-
-
-if __name__ == "select":
-    _install_stdlib_select()
-elif __name__ == "__main__":
+if __name__ == "__main__":
     main()
