@@ -246,31 +246,33 @@ def lanczos_approx_spec(
         op, num_iters, num_vectors, seed, start, deflate, subspace_iters
     )
     lo, hi = bounds if bounds is not None else bounds_from_lanczos(res, margin)
-    c, d = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    t = np.linspace(-1.0, 1.0, int(num_points))
-    sigma = gaussian_width(int(num_iters), kappa, int(num_points))
-    nodes = [
-        ((th - c) / d, w) for th, w in (res.ritz(i) for i in range(res.num_starts))
-    ]
-    bulk_weight = 1.0 - deflate / op.size
-    density = _smooth(nodes, t, sigma) / d * bulk_weight
+    grid, density = _smoothed(
+        res,
+        lambda theta: theta,
+        lo,
+        hi,
+        num_iters,
+        num_points,
+        kappa,
+        bulk_weight=1.0 - deflate / op.size,
+    )
     return SpectralDensity(
-        grid=c + d * t,
+        grid=grid,
         density=density,
         outliers=outliers,
         bounds=(float(lo), float(hi)),
         p=op.size,
         num_products=products,
-        settings=dict(
-            num_iters=int(num_iters),
-            num_points=int(num_points),
-            num_vectors=int(num_vectors),
-            kappa=float(kappa),
-            seed=int(seed),
-            deflate=int(deflate),
-            margin=float(margin),
-            subspace_iters=int(subspace_iters),
-            start=start,
+        settings=_settings(
+            num_iters,
+            num_points,
+            num_vectors,
+            kappa,
+            seed,
+            deflate,
+            margin,
+            subspace_iters,
+            start,
         ),
         outlier_residuals=residuals,
     )
@@ -305,38 +307,82 @@ def log_spectrum(
         op, num_iters, num_vectors, seed, start, deflate, subspace_iters
     )
     lo, hi = bounds_from_lanczos(res, 0.0)
-    s_lo = math.log10(eps)
-    s_hi = math.log10(max(abs(lo), abs(hi)) + eps)
-    s_lo, s_hi = _widen(s_lo, s_hi, margin)
-    c, d = 0.5 * (s_lo + s_hi), 0.5 * (s_hi - s_lo)
-    t = np.linspace(-1.0, 1.0, int(num_points))
-    sigma = gaussian_width(int(num_iters), kappa, int(num_points))
-    nodes = []
-    for i in range(res.num_starts):
-        theta, w = res.ritz(i)
-        nodes.append(((np.log10(np.abs(theta) + eps) - c) / d, w))
-    bulk_weight = 1.0 - deflate / op.size
-    density = _smooth(nodes, t, sigma) / d * bulk_weight
+    s_lo, s_hi = _widen(
+        math.log10(eps), math.log10(max(abs(lo), abs(hi)) + eps), margin
+    )
+    grid, density = _smoothed(
+        res,
+        lambda theta: np.log10(np.abs(theta) + eps),
+        s_lo,
+        s_hi,
+        num_iters,
+        num_points,
+        kappa,
+        bulk_weight=1.0 - deflate / op.size,
+    )
     return SpectralDensity(
-        grid=c + d * t,
+        grid=grid,
         density=density,
         outliers=outliers,
         bounds=(float(lo), float(hi)),
         p=op.size,
         num_products=products,
-        settings=dict(
-            num_iters=int(num_iters),
-            num_points=int(num_points),
-            num_vectors=int(num_vectors),
-            kappa=float(kappa),
-            seed=int(seed),
-            deflate=int(deflate),
-            margin=float(margin),
-            subspace_iters=int(subspace_iters),
-            start=start,
+        settings=_settings(
+            num_iters,
+            num_points,
+            num_vectors,
+            kappa,
+            seed,
+            deflate,
+            margin,
+            subspace_iters,
+            start,
             eps=float(eps),
         ),
         kind="log",
         eps=float(eps),
         outlier_residuals=residuals,
+    )
+
+
+def _smoothed(res, to_axis, lo, hi, num_iters, num_points, kappa, *, bulk_weight):
+    """Algorithm 3 on ``[lo, hi]`` of the axis ``to_axis(theta)``: (grid, density).
+
+    The Ritz nodes of every start, mapped to the axis, are normalised to ``[-1, 1]``
+    (``c``, ``d``), smoothed there with the Gaussian width of Algorithm 3, and the
+    density is mapped back (``/ d``) and scaled by the bulk's weight.
+    """
+    c, d = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    t = np.linspace(-1.0, 1.0, int(num_points))
+    sigma = gaussian_width(int(num_iters), kappa, int(num_points))
+    nodes = [
+        ((to_axis(theta) - c) / d, w)
+        for theta, w in (res.ritz(i) for i in range(res.num_starts))
+    ]
+    return c + d * t, _smooth(nodes, t, sigma) / d * bulk_weight
+
+
+def _settings(
+    num_iters,
+    num_points,
+    num_vectors,
+    kappa,
+    seed,
+    deflate,
+    margin,
+    subspace_iters,
+    start,
+    **extra,
+) -> dict:
+    return dict(
+        num_iters=int(num_iters),
+        num_points=int(num_points),
+        num_vectors=int(num_vectors),
+        kappa=float(kappa),
+        seed=int(seed),
+        deflate=int(deflate),
+        margin=float(margin),
+        subspace_iters=int(subspace_iters),
+        start=start,
+        **extra,
     )
