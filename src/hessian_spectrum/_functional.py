@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, vjp, vmap
 
-__all__ = ["FlatModel", "Batches", "resolve_device"]
+__all__ = ["FlatModel", "Batches", "resolve_device", "check_eval_mode"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -27,6 +27,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Refuse BatchNorm or dropout modules in train mode (paper Section C.3).
+
+    In train mode they make every product random or batch-dependent (and would update
+    BatchNorm's running statistics): the curvature is defined for the eval-mode network.
+    """
+    bad = [
+        f"{name or '<root>'} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if m.training
+        and isinstance(
+            m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+        )
+    ]
+    if bad:
+        raise ValueError(
+            f"model has BatchNorm/Dropout modules in training mode: {', '.join(bad)}; "
+            "in train mode they make the curvature random or batch-dependent: "
+            "call model.eval() first"
+        )
 
 
 class FlatModel:

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, grad_and_value, jvp, vmap
 
-from ._functional import Batches, FlatModel, resolve_device
+from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from .operators import LinearOperator
 
 __all__ = [
@@ -74,11 +74,9 @@ __all__ = [
     "check_deterministic",
 ]
 
+
 # Modules whose train-mode forward is random (dropout) or couples the samples of a
 # batch (BatchNorm's batch statistics): either makes the operator ill-defined.
-_TRAIN_MODE_RANDOM = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-
-
 class Curvature:
     """Hess, G and H of the mean cross-entropy of ``model`` on ``data`` (a snapshot).
 
@@ -274,17 +272,6 @@ def _finite(out: torch.Tensor, what: str) -> torch.Tensor:
 
 
 # -- checks ----------------------------------------------------------------------------
-def check_eval_mode(model: nn.Module) -> None:
-    """Refuse BatchNorm or dropout modules in train mode (paper Section C.3)."""
-    for name, module in model.named_modules():
-        if isinstance(module, _TRAIN_MODE_RANDOM) and module.training:
-            raise ValueError(
-                f"module {name or '<root>'!r} ({type(module).__name__}) is in train "
-                "mode, which makes the curvature random or batch-dependent; call "
-                "model.eval() first"
-            )
-
-
 def check_deterministic(flat: FlatModel, batches: Batches, num_classes: int) -> None:
     """Two passes over the data must read the same samples; labels and the number of
     classes must agree with the model.

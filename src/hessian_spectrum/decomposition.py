@@ -90,10 +90,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import jacrev, vjp, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.dropout import _DropoutNd
 
-from ._functional import Batches, FlatModel, resolve_device
+from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from .operators import LinearOperator
 
 __all__ = [
@@ -226,25 +224,11 @@ def decompose_G(
     """
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    _check_eval_mode(model)
+    check_eval_mode(model)
     dev = resolve_device(device)
     flat = FlatModel(model, dev)
     batches = Batches(data, batch_size, dev)
     return GDecomposition(flat, batches, int(num_classes), int(memory_budget_bytes))
-
-
-def _check_eval_mode(model: nn.Module) -> None:
-    bad = [
-        f"{name or '<root>'} ({type(m).__name__})"
-        for name, m in model.named_modules()
-        if m.training and isinstance(m, (_BatchNorm, _DropoutNd))
-    ]
-    if bad:
-        raise ValueError(
-            "model has BatchNorm/Dropout modules in training mode: "
-            f"{', '.join(bad)}; G is defined for the eval-mode network, "
-            "call model.eval()"
-        )
 
 
 class GDecomposition:
