@@ -23,10 +23,16 @@ __all__ = ["FlatModel", "Batches", "resolve_device", "check_eval_mode"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` (or ``None``) means CUDA when present, else CPU."""
+    """``"auto"`` (or ``None``) means CUDA when present, else CPU; a bare ``"cuda"``
+    becomes the current CUDA device with its index."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        # "cuda" means the current device; name it, so that it compares equal to
+        # the device of the tensors made on it (cuda:0 != cuda)
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def check_eval_mode(model: nn.Module) -> None:
