@@ -47,10 +47,21 @@ def _data(input_shape, num_classes, n=N, seed=2):
     return X, Y
 
 
+def _inplace_relu() -> nn.Module:
+    torch.manual_seed(4)
+    return (
+        nn.Sequential(nn.Linear(5, 8), nn.ReLU(inplace=True), nn.Linear(8, C))
+        .double()
+        .eval()
+    )
+
+
 CASES = {
     "mlp": (_mlp, (5,), C),
     "cnn_bn": (_cnn, (1, 7, 7), C + 1),
 }
+# in-place activations: the cached constants must not be modified by a product
+CACHE_CASES = {**CASES, "inplace_relu": (_inplace_relu, (5,), C)}
 
 
 def _dense_reference(model: nn.Module, X: torch.Tensor, Y: torch.Tensor):
@@ -362,3 +373,182 @@ def test_docstring_example():
     # the module of the same name is found through the import system.
     module = importlib.import_module("hessian_spectrum.curvature")
     assert doctest.testmod(module, raise_on_error=True).attempted > 0
+
+
+# -- the per-batch linearisation cache ------------------------------------------------
+def _three_products(operator, V):
+    """First product recomputes; the second builds the cache; the third reads it."""
+    return [operator.matvec(V) for _ in range(3)]
+
+
+@pytest.mark.parametrize("name", sorted(CACHE_CASES))
+def test_cached_products_match_dense_reference(name):
+    make, shape, num_classes = CACHE_CASES[name]
+    model = make()
+    X, Y = _data(shape, num_classes)
+    ref = dict(zip(OPS, _dense_reference(model, X, Y), strict=True))
+    cur = curvature(model, (X, Y), num_classes, batch_size=7, device="cpu", cache=True)
+    V = torch.randn(cur.p, 3, dtype=torch.float64)
+    for op in OPS:
+        outs = _three_products(getattr(cur, op), V)
+        for out in outs:
+            assert _rel(out, ref[op] @ V) < RTOL
+    info = cur.cache_info()
+    # N = 30 in batches of 7: 5 batches cached for each of the three operators
+    assert {op: d["batches"] for op, d in info["operators"].items()} == {
+        "Hess": 5,
+        "G": 5,
+        "H": 5,
+    }
+    assert info["used_bytes"] > 0 and info["off"] == {}
+    assert info["used_bytes"] == sum(d["bytes"] for d in info["operators"].values())
+    # traced once per operator and batch shape (four batches of 7, one of 2)
+    assert len(cur.cache.templates) == 3 * 2
+
+
+def test_cache_budget_caches_some_batches_and_recomputes_the_rest():
+    model = _cnn()
+    X, Y = _data((1, 7, 7), C + 1)
+    full = curvature(model, (X, Y), C + 1, batch_size=7, device="cpu", cache=True)
+    V = torch.randn(full.p, 2, dtype=torch.float64)
+    _three_products(full.hessian, V)
+    one_batch = full.cache_info()["operators"]["Hess"]["bytes"] / 5
+    # room for two batches of 7 (the fifth batch holds 2 samples)
+    budget = int(2.5 * one_batch)
+    cur = curvature(model, (X, Y), C + 1, batch_size=7, device="cpu", cache=budget)
+    outs = _three_products(cur.hessian, V)
+    info = cur.cache_info()
+    assert info["budget_bytes"] == budget
+    assert 1 <= info["operators"]["Hess"]["batches"] < 5
+    assert 0 < info["used_bytes"] <= budget
+    ref = full.hessian.matvec(V)
+    for out in outs:
+        assert _rel(out, ref) < 1e-12
+    off = curvature(model, (X, Y), C + 1, batch_size=7, device="cpu", cache=False)
+    _three_products(off.hessian, V)
+    assert off.cache_info()["operators"] == {} and off.cache_info()["used_bytes"] == 0
+
+
+def test_single_product_builds_no_cache_and_clear_cache_frees_it():
+    model = _mlp()
+    X, Y = _data((5,), C)
+    cur = curvature(model, (X, Y), C, device="cpu", cache=True)
+    v = torch.randn(cur.p, dtype=torch.float64)
+    cur.G.matvec(v)
+    assert cur.cache_info()["used_bytes"] == 0
+    cur.G.matvec(v)
+    assert cur.cache_info()["operators"]["G"]["batches"] == 1
+    cur.clear_cache()
+    assert cur.cache_info()["used_bytes"] == 0 and cur.cache_info()["operators"] == {}
+
+
+def test_cache_switches_off_when_batches_change_between_passes():
+    class Reordered:
+        """The same samples each pass, in batches that differ from pass to pass."""
+
+        def __init__(self, X, Y):
+            self.X, self.Y, self.calls = X, Y, 0
+
+        def __iter__(self):
+            self.calls += 1
+            perm = torch.randperm(
+                self.X.shape[0], generator=torch.Generator().manual_seed(self.calls)
+            )
+            yield from zip(self.X[perm].split(8), self.Y[perm].split(8), strict=True)
+
+    model = _mlp()
+    X, Y = _data((5,), C)
+    ref = _dense_reference(model, X, Y)[0]
+    cur = curvature(model, Reordered(X, Y), C, device="cpu", cache=True)
+    V = torch.randn(cur.p, 2, dtype=torch.float64)
+    cur.hessian.matvec(V)
+    cur.hessian.matvec(V)  # builds the cache from this pass's batches
+    with pytest.warns(RuntimeWarning, match=r"Hess products: linearisation cache off"):
+        out = cur.hessian.matvec(V)
+    assert _rel(out, ref @ V) < RTOL
+    info = cur.cache_info()
+    assert "differs from the one cached" in info["off"]["Hess"]
+    assert info["operators"] == {} and info["used_bytes"] == 0
+    assert _rel(cur.hessian.matvec(V), ref @ V) < RTOL  # recomputed from now on
+
+
+def test_untraceable_model_falls_back_to_recomputation():
+    class DataDependent(nn.Module):
+        """Control flow on a value: fake-tensor tracing cannot follow it."""
+
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()
+
+        def forward(self, x):
+            z = self.body(x)
+            return z if bool(x.sum() > -1e9) else -z
+
+    model = DataDependent().double().eval()
+    X, Y = _data((5,), C)
+    ref = _dense_reference(model.body, X, Y)[1]
+    cur = curvature(model, (X, Y), C, device="cpu", cache=True)
+    V = torch.randn(cur.p, 2, dtype=torch.float64)
+    cur.G.matvec(V)
+    with pytest.warns(RuntimeWarning, match=r"G products: linearisation cache off"):
+        out = cur.G.matvec(V)
+    assert _rel(out, ref @ V) < RTOL
+    assert "differs" not in cur.cache_info()["off"]["G"]  # the tracing failed
+    assert _rel(cur.G.matvec(V), ref @ V) < RTOL
+
+
+@pytest.mark.parametrize("bad", ["big", -1, float("nan"), None])
+def test_refuses_bad_cache_value(bad):
+    X, Y = _data((5,), C)
+    with pytest.raises(ValueError, match=r"cache must be 'auto'.*got"):
+        curvature(_mlp(), (X, Y), C, device="cpu", cache=bad)
+
+
+def test_auto_cache_budget_is_a_quarter_of_available_memory():
+    X, Y = _data((5,), C)
+    cur = curvature(_mlp(), (X, Y), C, device="cpu")
+    with open("/proc/meminfo") as f:
+        avail = next(
+            int(line.split()[1]) * 1024
+            for line in f
+            if line.startswith("MemAvailable:")
+        )
+    budget = cur.cache_info()["budget_bytes"]
+    assert 0.15 * avail < budget < 0.35 * avail
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cache", [False, True])
+def test_cuda_products_match_dense_reference(cache):
+    X, Y = _data((1, 7, 7), C + 1)
+    ref = dict(zip(OPS, _dense_reference(_cnn(), X, Y), strict=True))
+    cur = curvature(_cnn(), (X, Y), C + 1, batch_size=7, device="cuda", cache=cache)
+    V = torch.randn(cur.p, 2, dtype=torch.float64)
+    for op in OPS:
+        for out in _three_products(getattr(cur, op), V.cuda()):
+            assert out.device.type == "cuda"
+            assert _rel(out.cpu(), ref[op] @ V) < RTOL
+    batches = {k: d["batches"] for k, d in cur.cache_info()["operators"].items()}
+    assert batches == ({"Hess": 5, "G": 5, "H": 5} if cache else {})
+    free = torch.cuda.mem_get_info()[0]
+    auto = curvature(_cnn(), (X, Y), C + 1, device="cuda").cache_info()
+    assert 0.2 * free < auto["budget_bytes"] <= 0.25 * free * 1.05
+
+
+def test_dropping_the_curvature_frees_its_cache_at_once():
+    import gc
+    import weakref
+
+    X, Y = _data((5,), C)
+    cur = curvature(_mlp(), (X, Y), C, device="cpu", cache=True)
+    v = torch.randn(cur.p, dtype=torch.float64)
+    cur.hessian.matvec(v)
+    cur.hessian.matvec(v)
+    assert cur.cache_info()["operators"]["Hess"]["batches"] == 1
+    ref = weakref.ref(cur.cache)
+    gc.disable()  # freed by reference counting, not by a later cycle collection
+    try:
+        del cur
+        assert ref() is None
+    finally:
+        gc.enable()

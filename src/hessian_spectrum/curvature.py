@@ -30,6 +30,12 @@ share that pass (``torch.func.vmap``).
   ``r_i = p_i - onehot(y_i)`` held constant (detached inside the differentiated
   function), so ``H v`` costs one Hessian-vector product, not two (``Hess v - G v``).
 
+The linearisation cache (``cache=``, :mod:`hessian_spectrum._cache`): from a batch's
+second product on, the work of its product that depends on theta and the batch alone
+(the forward and backward pass at theta) is computed once and kept; later products
+run only the part that depends on ``v``, 1.7-2x cheaper (Hess about 1.5x a gradient
+pass, G about 0.9x on CPU), under a memory budget; batches beyond it are recomputed.
+
 Sources of randomness are refused before any product (paper Section C.3): BatchNorm
 and dropout must be in eval mode, and (with ``check=True``) the data must read the same
 on two passes (no random augmentation).
@@ -59,8 +65,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import grad, grad_and_value, jvp, vmap
+from torch.func import grad, grad_and_value, jvp, vjp, vmap
 
+from ._cache import ProductCache, auto_budget
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from .operators import LinearOperator
 
@@ -94,18 +101,24 @@ class Curvature:
         batches: Batches,
         num_classes: int,
         weight_decay: float = 0.0,
+        cache: bool | int | str = "auto",
     ):
+        # The operators refer to the problem, not to this object: no reference cycle,
+        # so that dropping a Curvature frees its cache at once (GPU memory included).
+        problem = _Problem(flat, batches, num_classes, weight_decay, cache)
+        self._problem = problem
         self.flat = flat
         self.batches = batches
-        self.num_classes = int(num_classes)
-        self.weight_decay = float(weight_decay)
-        self.num_samples = batches.num_samples
+        self.num_classes = problem.num_classes
+        self.weight_decay = problem.weight_decay
+        self.num_samples = problem.num_samples
         self.p = flat.p
         self.dtype = flat.dtype
         self.device = flat.device
-        self.hessian = HessianOperator(self)
-        self.G = GaussNewtonOperator(self)
-        self.H = ResidualOperator(self)
+        self.cache = problem.cache
+        self.hessian = HessianOperator(problem)
+        self.G = GaussNewtonOperator(problem)
+        self.H = ResidualOperator(problem)
 
     def iter_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         """``(x, y, b / N)`` for batches of at most ``batch_size`` samples on device.
@@ -114,13 +127,7 @@ class Curvature:
         larger than ``batch_size``; inputs are cast to the parameters' dtype, labels
         to int64.
         """
-        size = self.batches.batch_size
-        for x, y in self.batches:
-            if x.is_floating_point():
-                x = x.to(self.dtype)
-            y = y.long()
-            for xs, ys in zip(x.split(size), y.split(size), strict=True):
-                yield xs, ys, ys.shape[0] / self.num_samples
+        return self._problem.iter_batches()
 
     def loss(self) -> float:
         """``L(theta) = (1/N) sum_i l(f(x_i; theta), y_i) + (wd/2) ||theta||^2``."""
@@ -156,6 +163,16 @@ class Curvature:
             total += 0.5 * self.weight_decay * float(theta @ theta)
         return total, _finite(out, "gradient")
 
+    def cache_info(self) -> dict[str, Any]:
+        """The linearisation cache: ``budget_bytes`` (``None``: no limit),
+        ``used_bytes``, per operator the ``batches`` cached and their ``bytes``, and
+        under ``off`` why caching is off for an operator where it is."""
+        return self.cache.info()
+
+    def clear_cache(self) -> None:
+        """Free the linearisation cache (it refills from the next products)."""
+        self.cache.clear()
+
     def __repr__(self) -> str:
         return (
             f"Curvature(p={self.p}, N={self.num_samples}, C={self.num_classes}, "
@@ -163,35 +180,101 @@ class Curvature:
         )
 
 
+class _Problem:
+    """What the operators of one :class:`Curvature` share: the model as a flat
+    function, the data, the settings and the linearisation cache."""
+
+    def __init__(self, flat, batches, num_classes, weight_decay, cache):
+        self.flat = flat
+        self.batches = batches
+        self.num_classes = int(num_classes)
+        self.weight_decay = float(weight_decay)
+        self.num_samples = batches.num_samples
+        self.p, self.dtype, self.device = flat.p, flat.dtype, flat.device
+        self.cache = ProductCache(_cache_budget(cache, flat.device))
+        # tensors alive anyway: not charged to the cache
+        self.resident = [
+            *flat.params.values(),
+            *flat.frozen.values(),
+            *flat.buffers.values(),
+        ]
+
+    def iter_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        size = self.batches.batch_size
+        for x, y in self.batches:
+            if x.is_floating_point():
+                x = x.to(self.dtype)
+            y = y.long()
+            for xs, ys in zip(x.split(size), y.split(size), strict=True):
+                yield xs, ys, ys.shape[0] / self.num_samples
+
+
 class _CurvatureOperator(LinearOperator):
-    """One pass over the data per product: ``sum_batches (b/N) A_batch V``."""
+    """One pass over the data per product: ``sum_batches (b/N) A_batch V``.
+
+    Each subclass gives the per-batch map ``v -> A_batch v`` for one tangent
+    (:meth:`_tangent_map`, as parameter dicts).  It runs vmapped over the ``k``
+    columns of ``V`` when recomputed, or, once the batch is in the curvature's
+    linearisation cache, as the traced map with its theta-only work folded into
+    constants (one column at a time: faster than vmap over the folded graph).
+    """
 
     name = "curvature"
 
-    def __init__(self, cur: Curvature):
+    def __init__(self, cur: _Problem):
         super().__init__(cur.p, cur.dtype, cur.device)
         self.cur = cur
 
-    def _batch_matmat(self, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor):
+    def _tangent_map(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[dict], dict]:
         raise NotImplementedError  # pragma: no cover
 
+    def _batch_matmat(self, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor):
+        flat = self.cur.flat
+        out = vmap(self._tangent_map(x, y))(flat.unflatten_block(V))
+        return flat.flatten_block(out)
+
+    def _traceable(self, x, y, *tangents):
+        """The map as a function of the batch and the tangents, as tensors (what
+        :class:`~hessian_spectrum._cache.LinearTemplate` traces)."""
+        names = self.cur.flat.names
+        out = self._tangent_map(x, y)(dict(zip(names, tangents, strict=True)))
+        return [out[n] for n in names]
+
+    def _example_tangents(self) -> list[torch.Tensor]:
+        flat = self.cur.flat
+        return [
+            torch.zeros(s, dtype=flat.dtype, device=flat.device) for s in flat.shapes
+        ]
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        cur = self.cur
         out = torch.zeros_like(V)
-        for x, y, w in self.cur.iter_batches():
-            out += w * self._batch_matmat(x, y, V)
+        for i, (x, y, w) in enumerate(cur.iter_batches()):
+            bound = cur.cache.lookup(
+                self.name,
+                i,
+                [x, y],
+                self._traceable,
+                self._example_tangents,
+                resident=cur.resident,
+            )
+            if bound is None:
+                out += w * self._batch_matmat(x, y, V)
+                continue
+            for j in range(V.shape[1]):
+                parts = bound(*cur.flat.unflatten(V[:, j]).values())
+                out[:, j] += w * torch.cat([t.reshape(-1) for t in parts])
         return _finite(out, f"{self.name} product")
 
 
-def _hvp(
-    flat: FlatModel, loss: Callable[[dict], torch.Tensor], V: torch.Tensor
-) -> torch.Tensor:
-    """``(d^2 loss / dtheta^2) V`` for ``V`` (p, k): forward-over-reverse, vmapped."""
+def _hvp_map(flat: FlatModel, loss: Callable[[dict], torch.Tensor]):
+    """``t -> (d^2 loss / dtheta^2) t``: forward-over-reverse, ``jvp(grad(loss))``."""
     grad_loss = grad(loss)
 
     def one(tangent):
         return jvp(grad_loss, (flat.params,), (tangent,))[1]
 
-    return flat.flatten_block(vmap(one)(flat.unflatten_block(V)))
+    return one
 
 
 def _mean_loss(flat: FlatModel, x: torch.Tensor, y: torch.Tensor):
@@ -210,8 +293,8 @@ class HessianOperator(_CurvatureOperator):
 
     name = "Hess"
 
-    def _batch_matmat(self, x, y, V):
-        return _hvp(self.cur.flat, _mean_loss(self.cur.flat, x, y), V)
+    def _tangent_map(self, x, y):
+        return _hvp_map(self.cur.flat, _mean_loss(self.cur.flat, x, y))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         out = super()._matmat(V)
@@ -223,20 +306,28 @@ class HessianOperator(_CurvatureOperator):
 class GaussNewtonOperator(_CurvatureOperator):
     """``G V = (1/N) sum_i J_i^T (diag(p_i) - p_i p_i^T) J_i V`` (eq. 2, 9).
 
-    Per batch: ``J V`` by one forward-mode pass (``FlatModel.jvp_logits``), the
-    softmax Hessian applied per sample, then ``J^T U`` by one reverse-mode pass
-    (``FlatModel.vjp_logits``); ``k`` columns at once.
+    Per batch: ``J v`` by one forward-mode pass, the softmax Hessian applied per
+    sample, then ``J^T u`` by one reverse-mode pass; under vmap the forward pass at
+    theta is shared by the ``k`` columns.  No Hessian of the network is formed.
     """
 
     name = "G"
 
-    def _batch_matmat(self, x, y, V):
+    def _tangent_map(self, x, y):
         flat = self.cur.flat
-        z, JV = flat.jvp_logits(x, V)  # (b, C), (k, b, C)
-        prob = torch.softmax(z, dim=-1)
-        # (diag(p) - p p^T) u = p * (u - <p, u>), per sample and column.
-        U = prob * (JV - (prob * JV).sum(-1, keepdim=True))
-        return flat.vjp_logits(x, U / x.shape[0])
+
+        def f(params):
+            return flat.logits(params, x)
+
+        def one(tangent):
+            z, Jv = jvp(f, (flat.params,), (tangent,))  # (b, C), (b, C)
+            prob = torch.softmax(z, dim=-1)
+            # (diag(p) - p p^T) u = p * (u - <p, u>), per sample.
+            U = prob * (Jv - (prob * Jv).sum(-1, keepdim=True))
+            _, pullback = vjp(f, flat.params)
+            return pullback(U / x.shape[0])[0]
+
+        return one
 
 
 class ResidualOperator(_CurvatureOperator):
@@ -250,15 +341,18 @@ class ResidualOperator(_CurvatureOperator):
 
     name = "H"
 
-    def _batch_matmat(self, x, y, V):
+    def _tangent_map(self, x, y):
         flat = self.cur.flat
 
         def linearised_loss(params):
             z = flat.logits(params, x)
-            r = torch.softmax(z, dim=-1) - F.one_hot(y, z.shape[-1]).to(z.dtype)
+            # one-hot by scatter: F.one_hot checks the labels' values, which tracing
+            # with fake tensors cannot follow
+            onehot = torch.zeros_like(z).scatter(1, y[:, None], 1.0)
+            r = torch.softmax(z, dim=-1) - onehot
             return (r.detach() * z).sum() / z.shape[0]
 
-        return _hvp(flat, linearised_loss, V)
+        return _hvp_map(flat, linearised_loss)
 
 
 def _finite(out: torch.Tensor, what: str) -> torch.Tensor:
@@ -269,6 +363,24 @@ def _finite(out: torch.Tensor, what: str) -> torch.Tensor:
             "and inputs for NaN/Inf or overflow"
         )
     return out
+
+
+def _cache_budget(cache: bool | int | str, device: torch.device) -> int | None:
+    """``cache`` -> a byte budget (``None``: no limit; 0: no cache)."""
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(
+                f"cache must be 'auto', True, False or a number of bytes, got {cache!r}"
+            )
+        return auto_budget(device)
+    if isinstance(cache, bool):
+        return None if cache else 0
+    if isinstance(cache, (int, float)) and cache >= 0:
+        return int(cache)
+    raise ValueError(
+        f"cache must be 'auto', True, False or a non-negative number of bytes, "
+        f"got {cache!r}"
+    )
 
 
 # -- checks ----------------------------------------------------------------------------
@@ -344,6 +456,7 @@ def curvature(
     device: str | torch.device = "auto",
     weight_decay: float = 0.0,
     check: bool = True,
+    cache: bool | int | str = "auto",
 ) -> Curvature:
     """Matrix-free Hess, G and H of the mean cross-entropy of ``model`` on ``data``.
 
@@ -372,6 +485,18 @@ def curvature(
         passes (random augmentation), if a label lies outside ``[0, C)`` or if the
         model's output is not ``C``-dimensional.  The eval-mode check on the model
         always runs.
+    cache:
+        The per-batch linearisation cache (:mod:`hessian_spectrum._cache`): from the
+        second product on, each batch's product map is traced once, with its
+        work at theta (forward and backward pass) computed once and stored, which
+        makes later products 1.7-2x cheaper (Hess ~1.5x a gradient pass instead of
+        ~2.8x on CPU) at the price of memory (640 MiB per 1,000 MNIST images for a
+        207k-parameter CNN's Hessian, 11.4 GiB per 1,024 images for VGG11's).
+        ``"auto"`` caches batches while the cache fits in a quarter of the memory
+        available when ``curvature`` is called (free GPU memory on CUDA); a number
+        is a budget in bytes; ``True`` caches every batch; ``False`` (or 0)
+        recomputes every product, using the least memory.  Batches beyond the budget
+        are recomputed; results are the same either way.
 
     Returns
     -------
@@ -385,8 +510,9 @@ def curvature(
         raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
     check_eval_mode(model)
     dev = resolve_device(device)
+    _cache_budget(cache, torch.device("cpu"))  # refuse a bad value before any work
     flat = FlatModel(model, dev)
     batches = Batches(data, batch_size, dev)
     if check:
         check_deterministic(flat, batches, int(num_classes))
-    return Curvature(flat, batches, int(num_classes), weight_decay)
+    return Curvature(flat, batches, int(num_classes), weight_decay, cache)
