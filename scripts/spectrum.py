@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-eps", type=float, default=1e-5)
     parser.add_argument("--log-deflate", nargs="*", default=[], metavar="OPERATOR")
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument(
+        "--cache",
+        type=cache_budget,
+        default="auto",
+        help="linearisation cache of Hess/G/H products: 'auto' (a quarter of the "
+        "available memory), a budget in GiB, or 0 to recompute every product",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--outdir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -90,6 +97,21 @@ def spectrum(op, variant: str, operator: str, num_classes: int, args):
     )
 
 
+def cache_budget(text: str) -> str | int:
+    """``--cache``: ``auto``, or GiB (0: no cache) -> what ``curvature`` takes."""
+    if text == "auto":
+        return "auto"
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not gib >= 0:
+        raise argparse.ArgumentTypeError(
+            f"--cache must be 'auto' or a non-negative number of GiB, got {text!r}"
+        )
+    return int(gib * 2**30)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     selected = json.loads(args.selected.read_text())["winner"]
@@ -103,7 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         from hessian_spectrum.curvature import curvature
 
         cur = curvature(
-            model, pair, num_classes, batch_size=args.batch_size, device=device
+            model,
+            pair,
+            num_classes,
+            batch_size=args.batch_size,
+            device=device,
+            cache=args.cache,
         )
         operators.update(hess=cur.hessian, G=cur.G, H=cur.H)
     if set(args.operators) - set(CURVATURE):
@@ -138,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"integral={sd.integral():.4f} bounds={sd.bounds}",
                 flush=True,
             )
+        if operator in CURVATURE:
+            print(f"{operator}: linearisation cache {cur.cache_info()}", flush=True)
+            cur.clear_cache()  # the next operator gets the whole budget
 
 
 def model_arch(selected: dict) -> str:

@@ -204,9 +204,15 @@ def test_figure_option_reruns_only_figures(workdir):
     assert set(jobs) == set(FIGURES) | {"all"}, jobs
 
 
+def test_cache_budget_reruns_nothing(workdir):
+    extra = override(workdir, "cache", "spectra:\n  cache: 0.5\n")
+    assert planned_jobs(workdir, configs=(extra,)) == {}
+
+
 @pytest.mark.parametrize(
     "text, key",
     [
+        ("spectra:\n  cache: lots\n", "spectra.cache"),
         ("datasets: [svhn]\n", "datasets[0]"),
         ("spectra:\n  operators: [hess, J]\n", "spectra.operators[1]"),
         ("decomposition:\n  operators: [A3]\n", "decomposition.operators[0]"),

@@ -21,7 +21,7 @@ rule spectrum:
     input:
         selected=SELECTED,
         subsample=SUBSAMPLE,
-        code=SPECTRAL_CODE + library_sources("curvature"),
+        code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
     output:
         expand(
             f"{RESULTS}/spectra/{{{{dataset}}}}/{{{{arch}}}}/n{{{{n}}}}/e{{{{epoch}}}}/"
@@ -38,6 +38,10 @@ rule spectrum:
         options=spectral_options("spectra"),
         outdir=f"{SPECTRUM_DIR}/{{split}}",
     threads: 1
+    resources:
+        # a resource, not a param: the cache changes cost, not results, so a new
+        # budget reruns nothing
+        cache=str(config["spectra"]["cache"]),
     shell:
         "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"
@@ -45,6 +49,7 @@ rule spectrum:
         " --subsample {input.subsample} --split {wildcards.split}"
         " {params.max_test}"
         " --operators {wildcards.operator} {params.options}"
+        " --cache {resources.cache}"
         " --device auto --outdir {params.outdir} > {log} 2>&1"
 
 
