@@ -400,6 +400,14 @@ def candidate_histories(wildcards):
     return [f"{run}/history.json" for run in candidate_runs(wildcards)]
 
 
+# The linearisation cache of the spectrum jobs (spectra.cache) is a resource, not a
+# param: it changes cost, not results, so a new budget reruns nothing.  A string
+# resource must have the same value in every job of a group (the SLURM profile groups
+# spectrum, decomposition_spectra and decomposition as gpu_spectra), so the rules of
+# that group all declare it, used or not.
+CACHE_RESOURCE = str(config["spectra"]["cache"])
+
+
 def spectral_options(section):
     """The estimator settings of config section `section` as options of
     scripts/spectrum.py (as params: a change reruns the spectra)."""

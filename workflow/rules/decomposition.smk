@@ -30,6 +30,8 @@ rule decomposition:
         trace_probes=config["decomposition"]["trace_probes"],
         batch_size=config["spectra"]["batch_size"],
     threads: 1
+    resources:
+        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     shell:
         "OMP_NUM_THREADS={threads} python scripts/decomposition_job.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"

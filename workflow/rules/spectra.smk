@@ -39,9 +39,7 @@ rule spectrum:
         outdir=f"{SPECTRUM_DIR}/{{split}}",
     threads: 1
     resources:
-        # a resource, not a param: the cache changes cost, not results, so a new
-        # budget reruns nothing
-        cache=str(config["spectra"]["cache"]),
+        cache=CACHE_RESOURCE,
     shell:
         "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"
@@ -75,6 +73,8 @@ rule decomposition_spectra:
         options=spectral_options("decomposition"),
         outdir=f"{SPECTRUM_DIR}/train",
     threads: 1
+    resources:
+        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     shell:
         "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"
