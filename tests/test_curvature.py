@@ -552,3 +552,32 @@ def test_dropping_the_curvature_frees_its_cache_at_once():
         assert ref() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11", "lenet", "mlp"])
+def test_cache_traces_every_model_of_the_library(arch):
+    """The networks of the workflow (skip connections, eval-mode BatchNorm, in-place
+    ReLU) trace, and their cached products equal the recomputed ones."""
+    import warnings
+
+    from hessian_spectrum.models import build_model
+
+    channels = 1 if arch in ("lenet", "mlp") else 3
+    size = 28 if arch in ("lenet", "mlp") else 32
+    torch.manual_seed(0)
+    model = build_model(arch, channels, 10, width=1 / 16, input_size=size)
+    model = model.double().eval()
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(12, channels, size, size, generator=gen, dtype=torch.float64)
+    Y = torch.randint(0, 10, (12,), generator=gen)
+    recomputed = curvature(model, (X, Y), 10, batch_size=8, device="cpu", cache=False)
+    cached = curvature(model, (X, Y), 10, batch_size=8, device="cpu", cache=True)
+    V = torch.randn(cached.p, 2, generator=gen, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fall-back to recomputing
+        for op in OPS:
+            ref = getattr(recomputed, op).matvec(V)
+            for out in _three_products(getattr(cached, op), V):
+                assert _rel(out, ref) < 1e-12
+    batches = {k: d["batches"] for k, d in cached.cache_info()["operators"].items()}
+    assert batches == {"Hess": 2, "G": 2, "H": 2}
