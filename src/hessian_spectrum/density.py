@@ -240,41 +240,18 @@ def lanczos_approx_spec(
     (see the module docstring): total cost ``M * n_vec`` products (plus
     ``(T + 1) r`` for deflation).
     """
-    op = as_operator(op)
-    _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, op.size)
-    op, res, outliers, residuals, products = _krylov(
-        op, num_iters, num_vectors, seed, start, deflate, subspace_iters
-    )
-    lo, hi = bounds if bounds is not None else bounds_from_lanczos(res, margin)
-    grid, density = _smoothed(
-        res,
-        lambda theta: theta,
-        lo,
-        hi,
+    return _estimate(
+        op,
         num_iters,
         num_points,
+        num_vectors,
         kappa,
-        bulk_weight=1.0 - deflate / op.size,
-    )
-    return SpectralDensity(
-        grid=grid,
-        density=density,
-        outliers=outliers,
-        bounds=(float(lo), float(hi)),
-        p=op.size,
-        num_products=products,
-        settings=_settings(
-            num_iters,
-            num_points,
-            num_vectors,
-            kappa,
-            seed,
-            deflate,
-            margin,
-            subspace_iters,
-            start,
-        ),
-        outlier_residuals=residuals,
+        seed,
+        deflate,
+        margin,
+        subspace_iters,
+        start,
+        bounds=bounds,
     )
 
 
@@ -299,22 +276,81 @@ def log_spectrum(
     ``[log10(eps), log10(max|lambda| + eps)]`` (from the Ritz bounds) widened by
     ``margin``.  See the module docstring for the change of measure to ``|lambda|``.
     """
-    op = as_operator(op)
-    _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, op.size)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    return _estimate(
+        op,
+        num_iters,
+        num_points,
+        num_vectors,
+        kappa,
+        seed,
+        deflate,
+        margin,
+        subspace_iters,
+        start,
+        eps=float(eps),
+    )
+
+
+def _estimate(
+    op,
+    num_iters,
+    num_points,
+    num_vectors,
+    kappa,
+    seed,
+    deflate,
+    margin,
+    subspace_iters,
+    start,
+    *,
+    bounds=None,
+    eps=None,
+) -> SpectralDensity:
+    """One Lanczos run (after deflation) smoothed into a density: of ``lambda``
+    (``eps=None``, on ``bounds`` or the widened Ritz bounds) or of
+    ``log10(|lambda| + eps)`` (on ``[log10 eps, log10(max|lambda| + eps)]`` widened)."""
+    op = as_operator(op)
+    _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, op.size)
     op, res, outliers, residuals, products = _krylov(
         op, num_iters, num_vectors, seed, start, deflate, subspace_iters
     )
-    lo, hi = bounds_from_lanczos(res, 0.0)
-    s_lo, s_hi = _widen(
-        math.log10(eps), math.log10(max(abs(lo), abs(hi)) + eps), margin
+    settings = dict(
+        num_iters=int(num_iters),
+        num_points=int(num_points),
+        num_vectors=int(num_vectors),
+        kappa=float(kappa),
+        seed=int(seed),
+        deflate=int(deflate),
+        margin=float(margin),
+        subspace_iters=int(subspace_iters),
+        start=start,
     )
+    if eps is None:
+        lo, hi = bounds if bounds is not None else bounds_from_lanczos(res, margin)
+        axis_lo, axis_hi = lo, hi
+
+        def to_axis(theta):
+            return theta
+
+        log = {}
+    else:
+        lo, hi = bounds_from_lanczos(res, 0.0)
+        axis_lo, axis_hi = _widen(
+            math.log10(eps), math.log10(max(abs(lo), abs(hi)) + eps), margin
+        )
+
+        def to_axis(theta):
+            return np.log10(np.abs(theta) + eps)
+
+        settings["eps"] = eps
+        log = dict(kind="log", eps=eps)
     grid, density = _smoothed(
         res,
-        lambda theta: np.log10(np.abs(theta) + eps),
-        s_lo,
-        s_hi,
+        to_axis,
+        axis_lo,
+        axis_hi,
         num_iters,
         num_points,
         kappa,
@@ -327,21 +363,9 @@ def log_spectrum(
         bounds=(float(lo), float(hi)),
         p=op.size,
         num_products=products,
-        settings=_settings(
-            num_iters,
-            num_points,
-            num_vectors,
-            kappa,
-            seed,
-            deflate,
-            margin,
-            subspace_iters,
-            start,
-            eps=float(eps),
-        ),
-        kind="log",
-        eps=float(eps),
+        settings=settings,
         outlier_residuals=residuals,
+        **log,
     )
 
 
@@ -360,29 +384,3 @@ def _smoothed(res, to_axis, lo, hi, num_iters, num_points, kappa, *, bulk_weight
         for theta, w in (res.ritz(i) for i in range(res.num_starts))
     ]
     return c + d * t, _smooth(nodes, t, sigma) / d * bulk_weight
-
-
-def _settings(
-    num_iters,
-    num_points,
-    num_vectors,
-    kappa,
-    seed,
-    deflate,
-    margin,
-    subspace_iters,
-    start,
-    **extra,
-) -> dict:
-    return dict(
-        num_iters=int(num_iters),
-        num_points=int(num_points),
-        num_vectors=int(num_vectors),
-        kappa=float(kappa),
-        seed=int(seed),
-        deflate=int(deflate),
-        margin=float(margin),
-        subspace_iters=int(subspace_iters),
-        start=start,
-        **extra,
-    )
