@@ -215,13 +215,17 @@ class ProductCache:
 
     def __init__(self, budget: int | None):
         self.budget = budget
-        self.used = 0
         self.entries: dict[tuple[str, int], tuple[BoundMap, int]] = {}
         self.templates: dict[tuple, LinearTemplate] = {}
         self.visits: dict[tuple[str, int], int] = {}
         self.per_sample: dict[str, float] = {}  # bytes per sample, measured
         self.off: dict[str, str] = {}  # operator -> why caching is off
         self.full: set[str] = set()
+
+    @property
+    def used(self) -> int:
+        """Bytes held by the cached batches."""
+        return sum(nbytes for _, nbytes in self.entries.values())
 
     @property
     def enabled(self) -> bool:
@@ -246,7 +250,6 @@ class ProductCache:
         """Drop every cached batch (the traced templates stay: they hold no batch)."""
         self.entries.clear()
         self.visits.clear()
-        self.used = 0
         self.full.clear()
 
     def lookup(
@@ -309,7 +312,6 @@ class ProductCache:
         if self.budget is not None and self.used + nbytes > self.budget:
             self.full.add(op)  # measured larger than estimated: drop it, stop here
             return None
-        self.used += nbytes
         self.entries[key] = (bound, nbytes)
         return bound
 
@@ -317,7 +319,7 @@ class ProductCache:
         self.off[op] = why
         if drop:
             for key in [k for k in self.entries if k[0] == op]:
-                self.used -= self.entries.pop(key)[1]
+                del self.entries[key]
         warnings.warn(
             f"{op} products: linearisation cache off ({why}); every product is "
             "recomputed from the data (same results, slower)",
