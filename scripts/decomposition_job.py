@@ -9,7 +9,6 @@ SubspaceIteration(G, C, T).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from hessian_spectrum import results, subspace_iteration
 from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import load_dataset
 from hessian_spectrum.decomposition import decompose_G
-from hessian_spectrum.training import load_model
+from hessian_spectrum.training import load_selected
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,10 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    selected = json.loads(args.selected.read_text())["winner"]
-    run = Path(selected["run"])
     device = resolve_device(args.device)
-    model = load_model(run / f"epoch_{args.epoch}.pt", device=device)
+    selected = load_selected(args.selected, args.epoch, device=device)
+    model = selected.model
     with np.load(args.subsample) as subsample:
         indices, n = subsample["indices"], int(subsample["n_per_class"])
     data = load_dataset(args.dataset, args.data_root, "train").subset(indices)
@@ -63,10 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     values, _, residuals = subspace_iteration(
         dec.G, num_classes, args.subspace_iters, seed=args.seed
     )
-    history = json.loads((run / "history.json").read_text())
     ds = results.decomposition_dataset(
         dataset=args.dataset,
-        arch=history["config"]["arch"],
+        arch=selected.arch,
         sample_size=n,
         epoch=args.epoch,
         eigenvalues=attribution.values,

@@ -14,7 +14,6 @@ subsample or the test split, and writes ``<outdir>/<operator>_<variant>.nc``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from hessian_spectrum import lanczos_approx_spec, log_spectrum, results
 from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import load_dataset
-from hessian_spectrum.training import load_model
+from hessian_spectrum.training import load_selected
 
 CURVATURE = ("hess", "G", "H")
 
@@ -114,9 +113,9 @@ def cache_budget(text: str) -> str | int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    selected = json.loads(args.selected.read_text())["winner"]
     device = resolve_device(args.device)
-    model = load_model(Path(selected["run"]) / f"epoch_{args.epoch}.pt", device=device)
+    selected = load_selected(args.selected, args.epoch, device=device)
+    model = selected.model
     data, n = load_data(args)
     num_classes = data.num_classes
     pair = (data.x, data.y)
@@ -149,14 +148,14 @@ def main(argv: list[str] | None = None) -> None:
             ds = results.spectrum_dataset(
                 sd,
                 dataset=args.dataset,
-                arch=model_arch(selected),
+                arch=selected.arch,
                 sample_size=n,
                 epoch=args.epoch,
                 split=args.split,
                 operator=operator,
                 variant=variant,
                 num_classes=num_classes,
-                learning_rate=float(selected["lr"]),
+                learning_rate=selected.lr,
             )
             out = args.outdir / f"{operator}_{variant}.nc"
             results.write_netcdf(ds, out)
@@ -168,12 +167,6 @@ def main(argv: list[str] | None = None) -> None:
         if operator in CURVATURE:
             print(f"{operator}: linearisation cache {cur.cache_info()}", flush=True)
             cur.clear_cache()  # the next operator gets the whole budget
-
-
-def model_arch(selected: dict) -> str:
-    """The architecture of the winning run, from its history.json."""
-    history = json.loads((Path(selected["run"]) / "history.json").read_text())
-    return history["config"]["arch"]
 
 
 if __name__ == "__main__":

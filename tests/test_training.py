@@ -407,6 +407,13 @@ def test_scripts_subsample_train_select(tmp_path):
         str(tmp_path / "lr0.01"),
     }
     assert len(result["table"]) == 2
+    # what the spectrum and decomposition scripts load from it
+    from hessian_spectrum.training import load_selected
+
+    winner = load_selected(selected, 2, device="cpu")
+    assert str(winner.run) == result["winner"]["run"]
+    assert winner.lr == float(result["winner"]["lr"]) and winner.arch == "mlp"
+    assert not winner.model.training
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ __all__ = [
     "train",
     "load_checkpoint",
     "load_model",
+    "load_selected",
+    "SelectedRun",
     "select_best",
     "write_json",
     "CHECKPOINT_KEYS",
@@ -188,6 +190,31 @@ def load_model(
     model = build_model(**{k: spec[k] for k in MODEL_SPEC_KEYS})
     model.load_state_dict(ckpt["model_state"])
     return model.to(resolve_device(device)).eval()
+
+
+@dataclass(frozen=True)
+class SelectedRun:
+    """The winning run of a learning-rate selection, at one checkpoint epoch."""
+
+    model: nn.Module  # in eval mode
+    run: Path  # the run's directory
+    lr: float
+    arch: str
+
+
+def load_selected(
+    selected: str | os.PathLike, epoch: int, device: str | torch.device = "cpu"
+) -> SelectedRun:
+    """The winner of ``selected.json`` (written from :func:`select_best`): its model at
+    checkpoint ``epoch`` on ``device``, its run directory, learning rate and
+    architecture (from the run's ``history.json``)."""
+    winner = json.loads(Path(selected).read_text())["winner"]
+    run = Path(winner["run"])
+    history = json.loads((run / "history.json").read_text())
+    model = load_model(run / f"epoch_{epoch}.pt", device=device)
+    return SelectedRun(
+        model=model, run=run, lr=float(winner["lr"]), arch=history["config"]["arch"]
+    )
 
 
 # -- random states as tensors and plain lists (weights_only-loadable) ------------------
