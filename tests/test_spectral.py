@@ -149,11 +149,13 @@ def test_figure8a_density_matches_exact_eigenvalues(fig8a):
 
 def test_figure8a_subspace_iteration_and_deflated_bulk(fig8a):
     Y, eigs = fig8a
-    vals, vecs, resid = hs.subspace_iteration(Y, rank=3, num_iters=128)
+    vals, vecs, resid = hs.subspace_iteration(Y, rank=3, num_iters=128, tol=1e-9)
     np.testing.assert_allclose(vals.numpy(), eigs[::-1][:3], rtol=1e-6)
     assert resid.max() < 1e-6
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(3, dtype=torch.float64))
-    sd = hs.lanczos_approx_spec(Y, num_iters=128, num_vectors=10, deflate=3)
+    sd = hs.lanczos_approx_spec(
+        Y, num_iters=128, num_vectors=10, deflate=3, subspace_tol=1e-9
+    )
     np.testing.assert_allclose(sd.outliers, eigs[::-1][:3], rtol=1e-6)
     # The bulk alone (weight (p-3)/p) matches the exact bulk; no mass at zero added.
     bulk = eigs[:-3]
@@ -168,7 +170,7 @@ def test_figure8a_subspace_iteration_and_deflated_bulk(fig8a):
 def test_subspace_iteration_returns_signed_eigenvalues():
     eigs = np.concatenate([[-6.0, 5.0], np.linspace(-0.5, 0.5, 40)])
     A = _random_spectrum(eigs, seed=9)
-    vals, _, resid = hs.subspace_iteration(A, rank=2, num_iters=100)
+    vals, _, resid = hs.subspace_iteration(A, rank=2, num_iters=100, tol=None)
     np.testing.assert_allclose(vals.numpy(), [-6.0, 5.0], rtol=1e-8)
     assert resid.max() < 1e-7
     with pytest.raises(ValueError, match="rank must be smaller"):
@@ -227,3 +229,147 @@ def test_power_law_recovers_exponent_both_sides():
         hs.fit_power_law(x, y, lo=2, hi=1)
     with pytest.raises(ValueError, match="fewer than 3"):
         hs.fit_power_law(x, y, lo=100, hi=200)
+
+
+# -- subspace iteration: convergence test ---------------------------------------------
+def test_subspace_iteration_stops_at_its_tolerance_and_flags_convergence():
+    eigs = np.concatenate([[10.0, 8.0, 6.0], np.linspace(-1, 1, 97)])
+    A = _random_spectrum(eigs, seed=11)
+    res = hs.subspace_iteration(A, rank=3, num_iters=200, tol=1e-6)
+    assert res.all_converged and res.num_iters < 200
+    assert res.num_products == (res.num_iters + 1) * 3
+    assert (res.relative_residuals() <= 1e-6).all()
+    np.testing.assert_allclose(res.values.numpy(), [10, 8, 6], rtol=1e-9)
+    # Without the tolerance the paper's fixed T steps run.
+    fixed = hs.subspace_iteration(A, rank=3, num_iters=7, tol=None)
+    assert fixed.num_iters == 7 and fixed.num_products == 24
+    vals, vecs, resid = fixed  # still a (values, vectors, residuals) triple
+    assert vals.shape == (3,) and vecs.shape == (100, 3)
+
+
+def test_subspace_iteration_without_a_gap_is_flagged_unconverged():
+    # Ten eigenvalues in a continuum: the top three are not separated from the rest.
+    A = _random_spectrum(np.linspace(1.0, 0.9, 60), seed=12)
+    res = hs.subspace_iteration(A, rank=3, num_iters=10, tol=1e-6)
+    assert res.num_iters == 10 and not res.all_converged
+    with pytest.raises(ValueError, match="tol must be"):
+        hs.subspace_iteration(A, rank=3, tol=-1.0)
+    with pytest.raises(ValueError, match="tol must be"):
+        hs.subspace_iteration(A, rank=3, tol=float("nan"))
+
+
+def test_deflation_can_be_shared_between_estimates(fig8a):
+    Y, eigs = fig8a
+    found = hs.subspace_iteration(Y, 3, 128, tol=1e-9)
+    shared = hs.lanczos_approx_spec(Y, 64, deflate=found)
+    own = hs.lanczos_approx_spec(Y, 64, deflate=3, subspace_tol=1e-9)
+    np.testing.assert_allclose(shared.outliers, own.outliers)
+    np.testing.assert_allclose(shared.density, own.density, rtol=1e-8, atol=1e-10)
+    assert shared.outliers_converged.all()
+    assert shared.num_products == own.num_products == found.num_products + 64
+    log = hs.log_spectrum(Y, 64, deflate=found)
+    np.testing.assert_allclose(log.outliers, found.values.numpy())
+
+
+# -- smoothing of log spectra ---------------------------------------------------------
+def _peaks(y, prominence=0.05):
+    from scipy.signal import find_peaks
+
+    return len(find_peaks(y, prominence=prominence * np.max(y))[0])
+
+
+class _Diagonal(hs.LinearOperator):
+    """diag(eigs) without forming the matrix (p = 20000 would take 3 GB dense)."""
+
+    def __init__(self, eigs):
+        self.eigs = torch.as_tensor(eigs, dtype=torch.float64)
+        super().__init__(self.eigs.numel(), torch.float64, "cpu")
+
+    def _matmat(self, V):
+        return self.eigs[:, None] * V
+
+
+def _log_fit(eigs, smoothing, eps=1e-5, num_iters=128):
+    """(W1 / range, peaks and total variation in the resolved part, the estimate)."""
+    s = log_eigenvalues(eigs, eps)
+    sd = hs.log_spectrum(
+        _Diagonal(eigs), num_iters, eps=eps, smoothing=smoothing, start="gaussian"
+    )
+    w1 = hs.wasserstein1(sd.grid, sd.density, s) / (s.max() - s.min())
+    y = sd.density[sd.resolved()]
+    return w1, _peaks(y), float(np.abs(np.diff(y)).sum()), sd
+
+
+@pytest.fixture(scope="module")
+def two_modes():
+    """Two log-normal bulks two decades apart and 20 % zeros (p = 20000)."""
+    rng = np.random.default_rng(1)
+    return np.concatenate(
+        [
+            10 ** rng.normal(-3, 0.25, 8000),
+            10 ** rng.normal(0, 0.25, 8000),
+            np.zeros(4000),
+        ]
+    )
+
+
+def test_adaptive_log_spectrum_draws_no_comb_on_a_power_law():
+    # 15000 Pareto(1.5) eigenvalues over three decades and 5000 zeros: the exact log
+    # spectrum falls off monotonically above its lower edge (one mode).
+    rng = np.random.default_rng(2)
+    eigs = np.concatenate([(rng.pareto(1.5, 15000) + 1) * 1e-4, np.zeros(5000)])
+    w1_p, peaks_p, tv_p, _ = _log_fit(eigs, "paper")
+    w1_a, peaks_a, tv_a, sd = _log_fit(eigs, "adaptive")
+    assert peaks_p >= 8  # the paper's fixed kernel: one spike per Ritz node
+    assert peaks_a <= 3
+    assert tv_a < 0.5 * tv_p
+    assert w1_a <= 1.1 * w1_p and w1_a < 0.01
+    assert sd.integral() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_adaptive_log_spectrum_keeps_two_separated_modes_apart(two_modes):
+    w1, peaks, _, sd = _log_fit(two_modes, "adaptive")
+    assert w1 < 0.05
+    # The density between the bulks (log10 = -1.5) is far below both of them.
+    gap = np.interp(-1.5, sd.grid, sd.density)
+    left = np.interp(-3.0, sd.grid, sd.density)
+    right = np.interp(0.0, sd.grid, sd.density)
+    assert gap < 1e-3 * min(left, right)
+    assert peaks <= 4
+
+
+def test_adaptive_widths_follow_the_node_spacing():
+    nodes = np.array([0.0, 0.1, 0.2, 0.3, 1.0, 1.05])
+    widths = density.adaptive_widths(nodes, 0.01)
+    np.testing.assert_allclose(widths[:4], 0.5 * 0.1)
+    # Never below the fixed width; nodes below the floor keep it.
+    wide = density.adaptive_widths(nodes, 0.2)
+    assert (wide[:4] == 0.2).all() and (wide >= 0.2).all()
+    fixed = density.adaptive_widths(nodes, 0.01, fixed_below=0.15)
+    np.testing.assert_allclose(fixed[:2], 0.01)
+    # A twin (a ghost copy, or the other sign on the |lambda| axis) does not make
+    # either node narrow: the pair counts as one node of the evenly spaced row.
+    twins = np.array([0.0, 0.1, 0.2, 0.3, 0.3 + 1e-7, 0.4, 0.5])
+    np.testing.assert_allclose(density.adaptive_widths(twins, 1e-4), 0.05, rtol=1e-5)
+    shuffled = np.random.default_rng(0).permutation(twins)
+    np.testing.assert_allclose(density.adaptive_widths(shuffled, 1e-4), 0.05, rtol=1e-5)
+
+
+def test_resolution_marks_what_m_steps_cannot_resolve():
+    # Semi-definite: about 5 lambda_max / M^2; indefinite: about pi lambda_max / M.
+    assert density.lanczos_resolution(0.0, 1.0, 100) == pytest.approx(
+        0.5 * 0.5 * (math.pi / 100) ** 2
+    )
+    assert density.lanczos_resolution(-1.0, 1.0, 100) == pytest.approx(
+        math.pi / 100 + 0.5 * (math.pi / 100) ** 2
+    )
+    eigs = np.concatenate([np.geomspace(1e-6, 1.0, 3000), np.zeros(1000)])
+    sd = hs.log_spectrum(_Diagonal(eigs), 64, eps=1e-7)
+    floor = math.log10(sd.resolution + 1e-7)
+    assert sd.resolved_from == pytest.approx(floor)
+    assert 1e-5 < sd.resolution < 1e-2
+    assert not sd.resolved()[0] and sd.resolved()[-1]
+    linear = hs.lanczos_approx_spec(_Diagonal(eigs), 64)
+    assert linear.resolved().all()
+    with pytest.raises(ValueError, match="smoothing must be one of"):
+        hs.log_spectrum(_Diagonal(eigs), 16, smoothing="box")

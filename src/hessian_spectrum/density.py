@@ -29,6 +29,45 @@ available as :meth:`SpectralDensity.abs_density`.  The ``eps`` floor puts the ma
 the zero (and near-zero) eigenvalues at ``s = log10(eps)``: the bump at ``1e-5`` of the
 paper's Figure 7.
 
+Smoothing (``smoothing=``).  ``"paper"`` is Algorithm 3's fixed width
+``sigma = 2 / ((M - 1) sqrt(8 log kappa))`` on the normalised axis.  On the linear axis
+the Ritz nodes of ``M`` steps are spread roughly evenly (their asymptotic density is
+the arcsine law of the spectral interval), so one width fits all.  On the log axis
+they are not: mapped through ``log10(|theta| + eps)`` the nodes crowd at the top of
+the spectrum and thin out towards zero, where consecutive nodes lie decades apart,
+and the fixed width draws a comb of narrow spikes (one per node) that only ``M``
+close to ``p`` hides.  ``"adaptive"`` (the default of :func:`log_spectrum`) gives
+each node the width of the resolution the quadrature has where it sits:
+
+    h_m = max(sigma, c * min(t_m - t_{m-1}, t_{m+1} - t_m)),   c = ADAPTIVE_FACTOR = 0.5
+
+(``t`` the normalised axis, the nodes of one start in ascending order).  Twins are
+merged first: fast Lanczos places near-copies of converged eigenvalues ("ghosts",
+paper Section 5.5), and on the ``|lambda|`` axis of an almost symmetric operator (H)
+nodes come in pairs of opposite sign; two nodes much closer to each other than to
+their other neighbours (:data:`TWIN_RATIO`) count as one node for the gaps, else
+both would get a tiny width and draw a spike.  An
+``M``-node Gauss rule is exact for polynomials of degree ``2M - 1`` and cannot tell
+apart two spectra that differ only within a node's cell, so a width below the cell
+invents structure (the comb) and a width much above it erases structure the rule does
+resolve.  With ``c = 0.5`` the sum of Gaussians over evenly spaced nodes ripples by
+``2 exp(-2 pi^2 c^2) = 1.4 %`` (``c = 0.4``: 8.5 %), while two groups of nodes
+separated by a gap wider than their spacing stay separated (tests: the Figure 8b
+matrix, a two-mode spectrum, counted local maxima and total variation against the
+exact eigenvalues).  Taking the smaller of the two gaps keeps the nodes at the edge
+of a group (the top outlier, the lowest node of a bulk) from spreading across the
+gap next to them.
+
+Resolution.  ``M`` steps resolve the spectrum near ``lambda = 0`` only to the node
+spacing there: for nodes with the arcsine density on ``[lo, hi]`` that is
+``d * ((pi/M) sqrt(1 - t0^2) + (pi/M)^2 / 2)`` with ``c, d`` the centre and half-width
+of ``[lo, hi]`` and ``t0 = -c/d`` the position of zero, i.e. about ``5 lambda_max /
+M^2`` for a positive semi-definite operator (zero at the edge) and ``pi lambda_max /
+M`` for an indefinite one (zero inside).  :attr:`SpectralDensity.resolution` holds it;
+a log spectrum below ``log10(resolution + eps)`` is mass the estimate cannot place
+(:meth:`SpectralDensity.resolved`): results and figures mark it as unresolved.  Nodes
+below that floor keep the fixed width ``sigma``.
+
 Example
 -------
 >>> import torch, hessian_spectrum as hs
@@ -47,7 +86,7 @@ import numpy as np
 
 from .lanczos import LanczosResult, fast_lanczos, start_vectors
 from .operators import ProjectedOperator, as_operator
-from .subspace import subspace_iteration
+from .subspace import DEFAULT_TOL, SubspaceResult, subspace_iteration
 
 __all__ = [
     "SpectralDensity",
@@ -56,7 +95,17 @@ __all__ = [
     "lanczos_approx_spec",
     "log_spectrum",
     "gaussian_width",
+    "adaptive_widths",
+    "lanczos_resolution",
+    "SMOOTHINGS",
+    "ADAPTIVE_FACTOR",
 ]
+
+SMOOTHINGS = ("paper", "adaptive")
+"""Kernel widths: Algorithm 3's fixed ``sigma``, or per node from the node spacing."""
+
+ADAPTIVE_FACTOR = 0.5
+"""``c`` of the adaptive widths ``h_m = max(sigma, c * gap_m)`` (module docstring)."""
 
 
 @dataclass
@@ -67,6 +116,14 @@ class SpectralDensity:
     "linear"``; for ``kind == "log"`` the grid is ``log10(|lambda| + eps)`` and the
     density is with respect to that variable.  ``outliers``: deflated eigenvalues, each
     a point mass of weight ``1/p``; the density integrates to ``1 - len(outliers)/p``.
+    ``outlier_residuals`` / ``outliers_converged``: their residual norms and whether
+    they met the subspace iteration's tolerance.  ``bounds``: the range the density
+    was normalised on (Algorithm 4, with its margin for linear spectra);
+    ``extremes``: the smallest and largest eigenvalue of the operator the Lanczos run
+    saw (deflated: the bulk), Ritz values widened by their residuals, no margin.
+    ``second_moment``: ``(1/p) sum lambda^2`` over that operator's spectrum, weighted
+    like the density (Gauss quadrature, exact for degree 2, averaged over starts).
+    ``resolution``: see :attr:`resolved_from`.
     """
 
     grid: np.ndarray
@@ -79,6 +136,10 @@ class SpectralDensity:
     kind: str = "linear"
     eps: float | None = None
     outlier_residuals: np.ndarray | None = None
+    outliers_converged: np.ndarray | None = None
+    resolution: float | None = None
+    extremes: tuple[float, float] | None = None
+    second_moment: float | None = None
 
     def integral(self) -> float:
         """Trapezoid integral of the density over its grid."""
@@ -87,6 +148,21 @@ class SpectralDensity:
     @property
     def bulk_weight(self) -> float:
         return 1.0 - len(self.outliers) / self.p
+
+    @property
+    def resolved_from(self) -> float:
+        """Grid value below which the estimate is unresolved (``-inf``: nowhere).
+
+        For a log spectrum ``log10(resolution + eps)``; a linear spectrum resolves its
+        whole range at the scale of its kernel.
+        """
+        if self.kind != "log" or self.resolution is None:
+            return -math.inf
+        return math.log10(self.resolution + self.eps)
+
+    def resolved(self) -> np.ndarray:
+        """Mask of the grid points the ``M`` steps resolve (module docstring)."""
+        return self.grid >= self.resolved_from
 
     def abs_density(self) -> tuple[np.ndarray, np.ndarray]:
         """For a log spectrum: ``(|lambda|, density w.r.t. |lambda|)`` (paper eq. 6)."""
@@ -113,6 +189,64 @@ def gaussian_width(
     return sigma
 
 
+TWIN_RATIO = 0.25
+"""Two neighbouring nodes closer than this fraction of the gaps on either side of
+them are twins (a ghost copy, or the two signs of ``|lambda|``) and share a width."""
+
+
+def adaptive_widths(
+    nodes: np.ndarray,
+    sigma: float,
+    *,
+    factor: float = ADAPTIVE_FACTOR,
+    fixed_below: float = -math.inf,
+) -> np.ndarray:
+    """Per-node kernel widths ``max(sigma, factor * min(left gap, right gap))``.
+
+    ``nodes`` are one start's Ritz nodes on the normalised axis (any order).  Twins
+    (:data:`TWIN_RATIO`) are merged into one node at their mean before the gaps are
+    taken, and every member gets the merged node's width.  Nodes below
+    ``fixed_below`` (the unresolved part of a log spectrum) keep ``sigma``.  See the
+    module docstring for the choice of ``factor``.
+    """
+    nodes = np.asarray(nodes, dtype=float)
+    widths = np.full(nodes.shape, float(sigma))
+    if nodes.size < 2:
+        return widths
+    order = np.argsort(nodes)
+    t = nodes[order]
+    gaps = np.diff(t)
+    outer = np.minimum(np.insert(gaps[:-1], 0, np.inf), np.append(gaps[1:], np.inf))
+    twin = gaps < TWIN_RATIO * outer
+    group = np.concatenate([[0], np.cumsum(~twin)])
+    counts = np.bincount(group)
+    centres = np.bincount(group, weights=t) / counts
+    if centres.size < 2:
+        return widths
+    merged = np.diff(centres)
+    nearest = np.minimum(np.append(merged, np.inf), np.insert(merged, 0, np.inf))
+    w = np.maximum(sigma, factor * nearest)[group]
+    w[t < fixed_below] = sigma
+    widths[order] = w
+    return widths
+
+
+def lanczos_resolution(lo: float, hi: float, num_iters: int) -> float:
+    """Node spacing at ``lambda = 0`` of an ``M``-node Gauss rule on ``[lo, hi]``.
+
+    ``d ((pi/M) sqrt(1 - t0^2) + (pi/M)^2 / 2)`` with ``c, d`` the centre and
+    half-width of ``[lo, hi]`` and ``t0 = -c/d`` clipped to ``[-1, 1]``: the spacing
+    of the arcsine-distributed nodes there (about ``5 lambda_max / M^2`` for a
+    semi-definite spectrum, ``pi lambda_max / M`` around an interior zero).
+    """
+    c, d = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    if not d > 0:
+        return 0.0
+    t0 = min(max(-c / d, -1.0), 1.0)
+    step = math.pi / int(num_iters)
+    return d * (step * math.sqrt(max(0.0, 1.0 - t0 * t0)) + 0.5 * step * step)
+
+
 def _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, size):
     if int(num_iters) != num_iters or num_iters < 2:
         raise ValueError(f"num_iters must be an integer >= 2, got {num_iters}")
@@ -124,8 +258,21 @@ def _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, size):
         raise ValueError(f"kappa must be > 1, got {kappa}")
     if not margin >= 0.0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if int(deflate) != deflate or deflate < 0 or deflate >= size:
+    if isinstance(deflate, SubspaceResult):
+        if deflate.vectors.shape[0] != size:
+            raise ValueError(
+                f"deflate: the eigenvectors have {deflate.vectors.shape[0]} rows, "
+                f"the operator has size {size}"
+            )
+    elif int(deflate) != deflate or deflate < 0 or deflate >= size:
         raise ValueError(f"deflate must be an integer in [0, {size}), got {deflate}")
+
+
+def _check_smoothing(smoothing: str) -> None:
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(
+            f"smoothing must be one of {', '.join(SMOOTHINGS)}, got {smoothing!r}"
+        )
 
 
 def bounds_from_lanczos(
@@ -171,29 +318,54 @@ def spectral_bounds(
     return bounds_from_lanczos(res, margin)
 
 
-def _smooth(nodes_weights, grid: np.ndarray, sigma: float) -> np.ndarray:
-    """``sum_l sum_m w_m^l g_sigma(grid - node_m^l) / n_vec``."""
+def _smooth(nodes_weights_widths, grid: np.ndarray) -> np.ndarray:
+    """``sum_l sum_m w_m^l g_{h_m^l}(grid - node_m^l) / n_vec``."""
     out = np.zeros_like(grid)
-    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
-    for nodes, weights in nodes_weights:
-        z = (grid[:, None] - nodes[None, :]) / sigma
-        out += (np.exp(-0.5 * z * z) * norm) @ weights
-    return out / len(nodes_weights)
+    for nodes, weights, widths in nodes_weights_widths:
+        z = (grid[:, None] - nodes[None, :]) / widths[None, :]
+        norm = 1.0 / (widths * math.sqrt(2.0 * math.pi))
+        out += np.exp(-0.5 * z * z) @ (weights * norm)
+    return out / len(nodes_weights_widths)
 
 
-def _krylov(op, num_iters, num_vectors, seed, start, deflate, subspace_iters):
-    """Run Lanczos (after deflation, if asked); return the run and what it cost."""
+def _krylov(
+    op,
+    num_iters,
+    num_vectors,
+    seed,
+    start,
+    deflate,
+    subspace_iters,
+    subspace_tol,
+    subspace_oversample,
+):
+    """Run Lanczos (after deflation, if asked); return the run and what it cost.
+
+    ``deflate``: a rank (subspace iteration runs here) or a :class:`SubspaceResult`
+    already computed for this operator (shared by several estimates).
+    """
     op = as_operator(op)
     outliers = np.empty(0)
-    residuals = None
+    residuals = converged = None
     target = op
     v0 = None
     products = 0
-    if deflate:
-        before = op.num_products
-        vals, vecs, resid = subspace_iteration(op, deflate, subspace_iters, seed=seed)
-        products += op.num_products - before
+    if isinstance(deflate, SubspaceResult) or deflate:
+        if isinstance(deflate, SubspaceResult):
+            found = deflate
+        else:
+            found = subspace_iteration(
+                op,
+                deflate,
+                subspace_iters,
+                seed=seed,
+                tol=subspace_tol,
+                oversample=subspace_oversample,
+            )
+        products += found.num_products  # counted by every estimate that uses it
+        vals, vecs, resid = found
         outliers, residuals = vals.numpy(), resid.numpy()
+        converged = found.converged
         target = ProjectedOperator(op, vecs)
         v0 = target.project(
             start_vectors(
@@ -209,7 +381,7 @@ def _krylov(op, num_iters, num_vectors, seed, start, deflate, subspace_iters):
         target, num_iters, num_vectors=num_vectors, seed=seed, start=start, v0=v0
     )
     products += res.num_products
-    return op, res, outliers, residuals, products
+    return op, res, (outliers, residuals, converged), products
 
 
 def lanczos_approx_spec(
@@ -224,17 +396,29 @@ def lanczos_approx_spec(
     margin: float = 0.05,
     bounds: tuple[float, float] | None = None,
     subspace_iters: int = 128,
+    subspace_tol: float | None = DEFAULT_TOL,
+    subspace_oversample: int = 0,
     start: str = "rademacher",
+    smoothing: str = "paper",
 ) -> SpectralDensity:
     """LANCZOSAPPROXSPEC (Algorithm 3), normalised by Algorithm 4, in eigenvalue units.
 
     Defaults are the paper's (Appendix C.2): ``M = 128``, ``K = 1024``, ``n_vec = 1``,
     ``kappa = 3``, margin ``tau = 0.05``, subspace iterations ``T = 128``.
 
-    ``deflate = r`` first finds the top-``r`` eigenpairs by :func:`subspace_iteration`;
-    the bulk then comes from ``P A P`` (``P`` projecting out those eigenvectors) with
-    start vectors in the complement, so the ``r`` deflated directions add no spurious
-    mass at zero: the bulk carries weight ``(p - r)/p`` and each outlier ``1/p``.
+    ``deflate = r`` first finds the top-``r`` eigenpairs by :func:`subspace_iteration`
+    (at most ``subspace_iters`` steps with ``subspace_oversample`` extra columns,
+    stopping at ``subspace_tol``; the residuals and
+    convergence flags are kept in ``outlier_residuals`` and ``outliers_converged``);
+    ``deflate`` may also be a :class:`~hessian_spectrum.subspace.SubspaceResult` of
+    this operator computed before (several estimates then share one subspace
+    iteration).  The bulk then comes from ``P A P`` (``P`` projecting out those
+    eigenvectors) with start vectors in the complement, so the ``r`` deflated
+    directions add no spurious mass at zero: the bulk carries weight ``(p - r)/p`` and
+    each outlier ``1/p``.
+
+    ``smoothing``: ``"paper"`` (Algorithm 3's fixed width, the default here) or
+    ``"adaptive"`` (per-node widths from the node spacing; module docstring).
 
     ``bounds`` skips Algorithm 4; otherwise the bounds come from the same Krylov space
     (see the module docstring): total cost ``M * n_vec`` products (plus
@@ -250,7 +434,9 @@ def lanczos_approx_spec(
         deflate,
         margin,
         subspace_iters,
+        (subspace_tol, subspace_oversample),
         start,
+        smoothing,
         bounds=bounds,
     )
 
@@ -264,17 +450,25 @@ def log_spectrum(
     seed: int = 0,
     *,
     eps: float = 1e-5,
-    deflate: int = 0,
+    deflate: int | SubspaceResult = 0,
     margin: float = 0.05,
     subspace_iters: int = 128,
+    subspace_tol: float | None = DEFAULT_TOL,
+    subspace_oversample: int = 0,
     start: str = "rademacher",
+    smoothing: str = "adaptive",
 ) -> SpectralDensity:
     """Density of ``s = log10(|lambda| + eps)`` (paper Section 5.6; ``M = 2048`` there).
 
     The Ritz nodes of one Lanczos run are mapped to ``s`` and smoothed on the
-    normalised ``s`` range with the same ``sigma`` as Algorithm 3.  The ``s`` range is
+    normalised ``s`` range: by default with per-node widths from the node spacing
+    (``smoothing="adaptive"``), or with Algorithm 3's fixed ``sigma``
+    (``smoothing="paper"``, the paper's kernel, which draws a comb unless ``M`` is
+    close to ``p``; module docstring).  The ``s`` range is
     ``[log10(eps), log10(max|lambda| + eps)]`` (from the Ritz bounds) widened by
-    ``margin``.  See the module docstring for the change of measure to ``|lambda|``.
+    ``margin``.  ``resolution`` (and :meth:`SpectralDensity.resolved`) mark the part
+    below what ``M`` steps resolve.  See the module docstring for the change of
+    measure to ``|lambda|``; ``deflate`` as in :func:`lanczos_approx_spec`.
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -288,7 +482,9 @@ def log_spectrum(
         deflate,
         margin,
         subspace_iters,
+        (subspace_tol, subspace_oversample),
         start,
+        smoothing,
         eps=float(eps),
     )
 
@@ -303,7 +499,9 @@ def _estimate(
     deflate,
     margin,
     subspace_iters,
+    subspace,
     start,
+    smoothing,
     *,
     bounds=None,
     eps=None,
@@ -313,19 +511,43 @@ def _estimate(
     ``log10(|lambda| + eps)`` (on ``[log10 eps, log10(max|lambda| + eps)]`` widened)."""
     op = as_operator(op)
     _validate(num_iters, num_points, num_vectors, kappa, margin, deflate, op.size)
-    op, res, outliers, residuals, products = _krylov(
-        op, num_iters, num_vectors, seed, start, deflate, subspace_iters
+    _check_smoothing(smoothing)
+    subspace_tol, subspace_oversample = subspace
+    op, res, (outliers, residuals, converged), products = _krylov(
+        op,
+        num_iters,
+        num_vectors,
+        seed,
+        start,
+        deflate,
+        subspace_iters,
+        subspace_tol,
+        subspace_oversample,
     )
+    rank = outliers.size
     settings = dict(
         num_iters=int(num_iters),
         num_points=int(num_points),
         num_vectors=int(num_vectors),
         kappa=float(kappa),
         seed=int(seed),
-        deflate=int(deflate),
+        deflate=int(rank),
         margin=float(margin),
         subspace_iters=int(subspace_iters),
         start=start,
+        smoothing=smoothing,
+    )
+    if rank:
+        settings["subspace_tol"] = float(
+            deflate.tol
+            if isinstance(deflate, SubspaceResult)
+            else (DEFAULT_TOL if subspace_tol is None else subspace_tol)
+        )
+    ritz_lo, ritz_hi = bounds_from_lanczos(res, 0.0)
+    resolution = lanczos_resolution(ritz_lo, ritz_hi, int(num_iters))
+    bulk_weight = 1.0 - rank / op.size
+    moment = bulk_weight * float(
+        np.mean([np.sum(w * t * t) for t, w in map(res.ritz, range(res.num_starts))])
     )
     if eps is None:
         lo, hi = bounds if bounds is not None else bounds_from_lanczos(res, margin)
@@ -335,8 +557,9 @@ def _estimate(
             return theta
 
         log = {}
+        floor = -math.inf
     else:
-        lo, hi = bounds_from_lanczos(res, 0.0)
+        lo, hi = ritz_lo, ritz_hi
         axis_lo, axis_hi = _widen(
             math.log10(eps), math.log10(max(abs(lo), abs(hi)) + eps), margin
         )
@@ -346,6 +569,7 @@ def _estimate(
 
         settings["eps"] = eps
         log = dict(kind="log", eps=eps)
+        floor = math.log10(resolution + eps)
     grid, density = _smoothed(
         res,
         to_axis,
@@ -354,7 +578,9 @@ def _estimate(
         num_iters,
         num_points,
         kappa,
-        bulk_weight=1.0 - deflate / op.size,
+        smoothing=smoothing,
+        fixed_below=floor,
+        bulk_weight=bulk_weight,
     )
     return SpectralDensity(
         grid=grid,
@@ -365,22 +591,44 @@ def _estimate(
         num_products=products,
         settings=settings,
         outlier_residuals=residuals,
+        outliers_converged=converged,
+        resolution=float(resolution),
+        extremes=(float(ritz_lo), float(ritz_hi)),
+        second_moment=moment,
         **log,
     )
 
 
-def _smoothed(res, to_axis, lo, hi, num_iters, num_points, kappa, *, bulk_weight):
+def _smoothed(
+    res,
+    to_axis,
+    lo,
+    hi,
+    num_iters,
+    num_points,
+    kappa,
+    *,
+    smoothing,
+    fixed_below,
+    bulk_weight,
+):
     """Algorithm 3 on ``[lo, hi]`` of the axis ``to_axis(theta)``: (grid, density).
 
     The Ritz nodes of every start, mapped to the axis, are normalised to ``[-1, 1]``
-    (``c``, ``d``), smoothed there with the Gaussian width of Algorithm 3, and the
-    density is mapped back (``/ d``) and scaled by the bulk's weight.
+    (``c``, ``d``), smoothed there with the Gaussian width of Algorithm 3 (or the
+    adaptive widths, nodes below ``fixed_below`` on the axis keeping the fixed one),
+    and the density is mapped back (``/ d``) and scaled by the bulk's weight.
     """
     c, d = 0.5 * (lo + hi), 0.5 * (hi - lo)
     t = np.linspace(-1.0, 1.0, int(num_points))
     sigma = gaussian_width(int(num_iters), kappa, int(num_points))
-    nodes = [
-        ((to_axis(theta) - c) / d, w)
-        for theta, w in (res.ritz(i) for i in range(res.num_starts))
-    ]
-    return c + d * t, _smooth(nodes, t, sigma) / d * bulk_weight
+    below = (fixed_below - c) / d
+    nodes = []
+    for theta, w in (res.ritz(i) for i in range(res.num_starts)):
+        x = (to_axis(theta) - c) / d
+        if smoothing == "adaptive":
+            widths = adaptive_widths(x, sigma, fixed_below=below)
+        else:
+            widths = np.full(x.shape, sigma)
+        nodes.append((x, w, widths))
+    return c + d * t, _smooth(nodes, t) / d * bulk_weight
