@@ -97,9 +97,10 @@ def _log_spectrum(operator: str, scale: float, num_points: int) -> np.ndarray:
         lam = 10.0**grid
         shape = 2 * _power_law_h(lam, 0.005 * scale) * lam * np.log(10.0) + 0.5 * zero
     else:
-        # G's two bulks (B2 left, B1 right) and outliers; removing a component drops it.
-        left = 0.0 if operator == "G-B2" else _gauss(grid, -3.0, 0.4)
-        right = 0.0 if operator == "G-B1" else 0.3 * _gauss(grid, -1.5, 0.3)
+        # G's two bulks (B1 left, B2 right, as in the paper's Figure 1) and outliers;
+        # removing a component drops it.
+        left = 0.0 if operator == "G-B1" else _gauss(grid, -3.0, 0.4)
+        right = 0.0 if operator == "G-B2" else 0.3 * _gauss(grid, -1.5, 0.3)
         top = 0.0 if operator == "G-A1" else 0.05 * _gauss(grid, np.log10(scale), 0.1)
         shape = zero + left + right + top
     return grid, _normalise(grid, shape)
@@ -200,19 +201,22 @@ def synthetic_decomposition(
     epochs: tuple[int, ...] = (5, 20),
     num_classes: int = 3,
 ) -> xr.Dataset:
-    """``results/decomposition.nc``: A1 (C largest), B1 (C^2 - 2C), A2 (C smallest)."""
+    """``results/decomposition.nc``: A1 + A2 + B1 with A1 (C largest), B1 (C^2 - 2C)
+    and C structural zeros; A1's and A2's own eigenvalues; converged top-C of G."""
     c = num_classes
     lead = (len(datasets), len(archs), len(sample_sizes), len(epochs))
     eigs = np.full((*lead, c * c), np.nan)
     source = np.full((*lead, c * c), -1, dtype=np.int8)
     traces = np.full((*lead, c), np.nan)
     top = np.full((*lead, c), np.nan)
+    own = {name: np.full((*lead, c), np.nan) for name in ("A1", "A2")}
     for idx in np.ndindex(*lead):
         scale = _g_scale(sample_sizes[idx[2]], epochs[idx[3]])
         a1 = _outlier_values(scale, c)
         b1 = np.geomspace(0.1, 0.01, c * c - 2 * c) * scale
-        a2 = np.geomspace(1e-4, 1e-6, c)
-        eigs[idx] = np.concatenate([a1, b1, a2])
+        zeros = np.geomspace(1e-12, 1e-14, c)  # structural zeros of A1 + A2 + B1
+        eigs[idx] = np.concatenate([a1, b1, zeros])
+        own["A1"][idx], own["A2"][idx] = a1 * 0.99, a1 * 1e-3
         source[idx] = np.repeat(
             np.array([0, 1, 2], dtype=np.int8), [c, c * c - 2 * c, c]
         )
@@ -229,6 +233,9 @@ def synthetic_decomposition(
             "b2_trace_stderr": (dims + ("class",), np.zeros_like(traces)),
             "g_top_eigenvalues": (dims + ("rank",), top),
             "g_top_residuals": (dims + ("rank",), 1e-6 * np.ones_like(top)),
+            "g_top_converged": (dims + ("rank",), np.ones(top.shape, np.int8)),
+            "a1_eigenvalues": (dims + ("rank",), own["A1"]),
+            "a2_eigenvalues": (dims + ("rank",), own["A2"]),
         },
         coords={
             "dataset": list(datasets),

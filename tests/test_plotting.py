@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import xarray as xr
 from scipy.optimize import brentq
 from synthetic_results import (
     synthetic_decomposition,
@@ -159,6 +160,32 @@ def test_figure1_panels_and_reference(spectra, tmp_path):
     _write_png(fig, tmp_path, "fig1")
 
 
+def test_figure1_reference_is_g_with_its_outliers(spectra):
+    """A deflated log spectrum of G keeps its top-C apart: the grey reference of every
+    G - X panel shows them as sticks, so the panels can be compared with G itself."""
+    deflated = spectra.copy(deep=True)
+    at = dict(split="train", operator="G", variant="log")
+    deflated["outliers"].loc[at] = [5.0, 4.0, 3.0]
+    fig = hp.figure1_g_decomposition(deflated, sample_size=100, epoch=20)
+    eps = deflated.attrs["log_eps"]
+    expected = np.log10(np.array([5.0, 4.0, 3.0]) + eps)
+    for ax in fig.axes:
+        sticks = [c for c in ax.collections if len(c.get_segments()) == 3]
+        assert len(sticks) == 1
+        xs = [seg[0][0] for seg in sticks[0].get_segments()]
+        np.testing.assert_allclose(sorted(xs), sorted(expected))
+
+
+def test_unresolved_part_of_a_log_spectrum_is_marked(spectra):
+    marked = spectra.copy(deep=True)
+    marked["resolved_from"] = xr.full_like(marked["bound_lo"], -2.0)
+    fig = hp.figure1_g_decomposition(marked, sample_size=100, epoch=20)
+    assert hp.UNRESOLVED_LABEL in _legend_texts(fig)
+    line = fig.axes[0].get_lines()[0]  # the resolved part only
+    x = line.get_xdata()
+    assert np.nanmin(x) >= -2.0
+
+
 def test_missing_spectrum_panel_says_not_computed(spectra):
     holed = spectra.copy(deep=True)
     holed["density"].loc[{"operator": "G-A2"}] = np.nan
@@ -281,16 +308,21 @@ def test_figure7_hierarchy_markers(spectra, decomposition, tmp_path):
         labels = [ln.get_label() for ln in ax.get_lines()]
         assert labels == [
             "top-C of G",
-            "A1+A2+B1: from A1",
-            "A1+A2+B1: from B1",
-            "A1+A2+B1: from A2",
+            "A1+A2+B1: A1 (top C)",
+            "A1+A2+B1: B1 (next C²−2C)",
+            "A2",
             "Tr(B2,c)/n",
             "log spectrum of G",
         ]
+        # The structural zeros of A1 + A2 + B1 (the paper's teal "A2") are not drawn.
+        xs = np.concatenate([ln.get_xdata() for ln in ax.get_lines()[:5]])
+        assert xs.min() > -9
     # x axis is log10 of the eigenvalues
     point = decomposition.sel(dataset="mnist", arch="vgg11", sample_size=10, epoch=5)
     top = fig.axes[0].get_lines()[0].get_xdata()
     np.testing.assert_allclose(top, np.log10(point["g_top_eigenvalues"].values))
+    a2 = fig.axes[0].get_lines()[3].get_xdata()
+    np.testing.assert_allclose(a2, np.log10(point["a2_eigenvalues"].values))
     _write_png(fig, tmp_path, "fig7")
 
 

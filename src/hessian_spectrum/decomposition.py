@@ -555,6 +555,38 @@ class GDecomposition:
             vals.numpy(), labels, source, frac, by_projection, self._gram_method(method)
         )
 
+    def member_eigenvalues(
+        self, method: str = "auto", block_size: int = 32
+    ) -> dict[str, np.ndarray]:
+        r"""The ``C`` eigenvalues of ``A1`` and of ``A2`` alone, exactly, descending.
+
+        ``A1 = H S D_1 S^T H^T`` with ``S`` summing the columns ``c' != c`` of class
+        ``c`` (``H_c = p_c g_c``) and ``D_1 = diag(1 / (N p_c))``; ``A2 = H E D_2 E^T
+        H^T`` with ``E`` picking the columns ``c' = c`` and ``D_2 = diag(1 / (N
+        p_{c,c}))``.  Their nonzero eigenvalues are those of the ``C x C`` matrices
+        ``D^{1/2} (S^T K S) D^{1/2}`` and ``D_2^{1/2} (E^T K E) D_2^{1/2}`` with ``K``
+        the Gram matrix of :meth:`gram` (no further pass).  Because ``g_{c,c} =
+        -(p_c / p_{c,c}) g_c``, ``A2``'s are those of ``A1`` reweighted by ``p_c /
+        p_{c,c}``: small once the network puts most probability on the true class.
+        """
+        K = self.gram(method, block_size)
+        C = self.num_classes
+        eye = torch.eye(C, dtype=torch.float64)
+        S = (1.0 - eye).reshape(C * C, 1) * eye.repeat_interleave(C, dim=0)
+        E = eye.reshape(C * C, 1) * eye.repeat_interleave(C, dim=0)
+        N = float(self.stats.num_samples)
+        out = {}
+        for name, sel, weights in (
+            ("A1", S, self.stats.p_c),
+            ("A2", E, torch.diagonal(self.stats.p_cc)),
+        ):
+            w = weights.double().cpu()
+            d = torch.where(w > 0, 1.0 / (N * w), torch.zeros_like(w)).sqrt()
+            small = d[:, None] * (sel.T @ K @ sel) * d[None, :]
+            vals = torch.linalg.eigvalsh(0.5 * (small + small.T))
+            out[name] = vals.flip(0).numpy()
+        return out
+
     # -- per-class traces of B2 --------------------------------------------------------
     def b2_class_traces(
         self,

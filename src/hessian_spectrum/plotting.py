@@ -42,7 +42,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hessian_spectrum.density import gaussian_width
+from hessian_spectrum.features import (
+    ZERO_SPIKE_WIDTHS,
+    bulk_edge,
+    bulk_range,
+    kernel_width,
+    tail_range,
+)
 from hessian_spectrum.powerlaw import PowerLawFit, fit_power_law
 
 __all__ = [
@@ -94,9 +100,6 @@ G_TOP_COLOR = "tab:orange"  # Figure 7: top-C eigenvalues of G (paper's colour)
 G_LOG_COLOR = "tab:blue"  # Figure 7: log spectrum of G (paper's colour)
 SOURCE_CODES = {0: "A1", 1: "B1", 2: "A2"}  # decomposition.nc a1a2b1_source flags
 LOG_DENSITY_DECADES = 7.0
-ZERO_SPIKE_WIDTHS = 5.0
-"""Half-width, in Gaussian kernel widths of a Lanczos estimate, of the smoothed spike
-of zero eigenvalues: beyond it the spike leaves less than 3e-7 of its mass."""
 NOT_COMPUTED = "not computed"
 LOG_AXIS_LABEL = "log10(|eigenvalue λ| + ε)"
 LOG_DENSITY_LABEL = "density of log10|λ|"
@@ -109,6 +112,11 @@ class Spectrum(NamedTuple):
     density: np.ndarray
     outliers: np.ndarray
     variant: str
+    resolved_from: float = -math.inf
+    """Log spectra: grid value below which M Lanczos steps do not resolve the
+    spectrum (``spectra.nc`` variable ``resolved_from``); ``-inf``: all resolved."""
+    converged: np.ndarray | None = None
+    """Per outlier: did subspace iteration meet its tolerance (None: unknown)."""
 
 
 # --------------------------------------------------------------------------- selection
@@ -174,11 +182,17 @@ def select_spectrum(
     keep = np.isfinite(grid) & np.isfinite(density)
     if not keep.any():
         return None
-    outliers = np.array([])
+    outliers, converged = np.array([]), None
     if "outliers" in point:
         outliers = np.asarray(point["outliers"].values, dtype=float)
-        outliers = outliers[np.isfinite(outliers)]
-    return Spectrum(grid[keep], density[keep], outliers, variant)
+        found = np.isfinite(outliers)
+        if "outlier_converged" in point:
+            converged = point["outlier_converged"].values[found] != 0
+        outliers = outliers[found]
+    floor = -math.inf
+    if "resolved_from" in point and np.isfinite(point["resolved_from"].values):
+        floor = float(point["resolved_from"].values)
+    return Spectrum(grid[keep], density[keep], outliers, variant, floor, converged)
 
 
 def _first_available(
@@ -258,128 +272,6 @@ def _grid_values(
 
 
 # ----------------------------------------------------------------- derived quantities
-
-
-def _cumulative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Trapezoid cumulative integral of y over x, starting at 0."""
-    steps = 0.5 * (y[1:] + y[:-1]) * np.diff(x)
-    return np.concatenate([[0.0], np.cumsum(steps)])
-
-
-def _crossing(x: np.ndarray, cum: np.ndarray, target: float) -> float:
-    """First x where the non-decreasing ``cum`` reaches ``target`` (linear interp.)."""
-    i = int(np.searchsorted(cum, target, side="left"))
-    if i == 0:
-        return float(x[0])
-    if i >= len(x):
-        return float(x[-1])
-    c0, c1 = cum[i - 1], cum[i]
-    t = 0.0 if c1 == c0 else (target - c0) / (c1 - c0)
-    return float(x[i - 1] + t * (x[i] - x[i - 1]))
-
-
-def bulk_edge(
-    grid: np.ndarray, density: np.ndarray, *, mass: float = 0.99, min_abs: float = 0.0
-) -> float:
-    """Right edge of the bulk: the ``mass`` quantile of the positive part of a density.
-
-    Definition: with ``s = max(min_abs, 0)``, the smallest ``λ ≥ s`` such that the mass
-    of the density above ``λ`` is at most ``1 - mass`` of its mass on ``λ ≥ s``::
-
-        ∫_λ^∞ φ  ≤  (1 - mass) ∫_s^∞ φ.
-
-    A mass quantile rather than "where φ drops below a fraction of its peak" because a
-    Lanczos density is a sum of Gaussian bumps: its far tail (the smoothing of the top
-    Ritz values) and any small spurious bumps hold little mass and barely move a
-    quantile, whereas a height threshold jumps between bumps, and the peak itself (the
-    spike at zero) varies by orders of magnitude. That spike can hold most of the mass
-    when most eigenvalues vanish (p much larger than the number of examples), and would
-    then pull the quantile into itself: ``min_abs`` leaves it out (Figure 6 passes
-    :data:`ZERO_SPIKE_WIDTHS` Gaussian kernel widths of the estimate). Integrals are
-    trapezoidal on the grid
-    (cut at ``s`` by linear interpolation); the crossing is interpolated linearly in
-    the cumulative mass. For a semicircle of radius R, ``mass=0.99`` and ``min_abs=0``
-    this is ``t·R`` with ``(acos t - t √(1 - t²)) / π = 0.005``; for the uniform density
-    on [0, 1], 0.99. Returns NaN when there is no mass above ``s``.
-    """
-    x = np.asarray(grid, dtype=float)
-    y = np.clip(np.asarray(density, dtype=float), 0.0, None)
-    keep = np.isfinite(x) & np.isfinite(y)
-    order = np.argsort(x[keep])
-    x, y = x[keep][order], y[keep][order]
-    start = max(float(min_abs), 0.0)
-    if x.size < 2 or x[-1] <= start:
-        return math.nan
-    if x[0] < start:
-        y0 = float(np.interp(start, x, y))
-        above = x > start
-        x, y = np.concatenate([[start], x[above]]), np.concatenate([[y0], y[above]])
-    cum = _cumulative(x, y)
-    if cum[-1] <= 0:
-        return math.nan
-    return _crossing(x, cum, mass * cum[-1])
-
-
-def bulk_range(
-    grid: np.ndarray, density: np.ndarray, *, lower: float = 0.005, upper: float = 0.995
-) -> tuple[float, float]:
-    """Central range of a density: its ``lower`` and ``upper`` mass quantiles.
-
-    Used as the zoom of Figure 3b on a deflated (bulk-only) density, where it is the
-    range holding the central 99 % of the bulk's mass by default.
-    """
-    x = np.asarray(grid, dtype=float)
-    cum = _cumulative(x, np.clip(np.asarray(density, dtype=float), 0.0, None))
-    if cum[-1] <= 0:
-        return float(x[0]), float(x[-1])
-    return _crossing(x, cum, lower * cum[-1]), _crossing(x, cum, upper * cum[-1])
-
-
-def tail_range(
-    grid: np.ndarray,
-    density: np.ndarray,
-    *,
-    side: str = "positive",
-    mass: tuple[float, float] = (0.5, 0.99),
-    min_abs: float = 0.0,
-) -> tuple[float, float]:
-    """The |λ| range over which Figure 4 fits a power law, on one side of the origin.
-
-    Only ``|λ| ≥ min_abs`` counts (Figure 4 passes :data:`ZERO_SPIKE_WIDTHS` kernel
-    widths of the Lanczos estimate, so the smoothed spike at zero is excluded). Of the
-    mass beyond ``min_abs``, the range runs from its ``mass[0]`` quantile to its
-    ``mass[1]`` quantile: by default from the median of the tail to where 1 % of it is
-    left, which also leaves out the Gaussian fall-off past the largest Ritz value,
-    where no power law holds.
-    """
-    x = np.asarray(grid, dtype=float)
-    y = np.clip(np.asarray(density, dtype=float), 0.0, None)
-    on_side = x > 0 if side == "positive" else x < 0
-    ax, ay = np.abs(x[on_side]), y[on_side]
-    order = np.argsort(ax)
-    ax, ay = ax[order], ay[order]
-    keep = ax >= min_abs
-    ax, ay = ax[keep], ay[keep]
-    if ax.size < 3:
-        return math.nan, math.nan
-    cum = _cumulative(ax, ay)
-    if cum[-1] <= 0:
-        return math.nan, math.nan
-    return _crossing(ax, cum, mass[0] * cum[-1]), _crossing(ax, cum, mass[1] * cum[-1])
-
-
-def _kernel_width(spectra: xr.Dataset, grid: np.ndarray) -> float:
-    """Gaussian width of a (linear) Lanczos estimate in eigenvalue units, 0 if unknown.
-
-    Algorithm 3's sigma on [-1, 1], floored at the grid spacing as
-    :func:`~hessian_spectrum.density.gaussian_width` does, times the half-range of the
-    grid (which spans the normalisation bounds).
-    """
-    iters, kappa = spectra.attrs.get("num_iters"), spectra.attrs.get("kappa")
-    if iters is None or kappa is None or grid.size < 2:
-        return 0.0
-    sigma = gaussian_width(int(iters), float(kappa), int(grid.size))
-    return sigma * (grid[-1] - grid[0]) / 2
 
 
 def g_peak_epochs(
@@ -474,6 +366,10 @@ def _set_log_density(
         ax.set_ylim(top * 10.0**-decades, top * 3.0)
 
 
+UNRESOLVED_LABEL = "unresolved by M Lanczos steps"
+UNCONVERGED_LABEL = "not converged (subspace iteration)"
+
+
 def _draw_spectrum(
     ax: Axes,
     spec: Spectrum,
@@ -484,17 +380,38 @@ def _draw_spectrum(
     log: bool = True,
     **kwargs,
 ) -> float:
-    """Plot a density (``x / x_scale``, mass-preserving); returns its peak height."""
+    """Plot a density (``x / x_scale``, mass-preserving); returns its peak height.
+
+    The part of a log spectrum below ``spec.resolved_from`` is not data the estimate
+    resolves: it is drawn thin and dotted over a grey band (labelled once per axes),
+    and it does not count towards the returned peak (so the zero spike there does not
+    set the scale).
+    """
     density = spec.density * x_scale
+    x = spec.grid / x_scale
+    y = _positive(density) if log else density
+    resolved = x >= spec.resolved_from / x_scale
     ax.plot(
-        spec.grid / x_scale,
-        _positive(density) if log else density,
-        color=color,
-        label=label,
-        lw=1.3,
-        **kwargs,
+        np.where(resolved, x, np.nan), y, color=color, label=label, lw=1.3, **kwargs
     )
-    return float(np.nanmax(density))
+    if not resolved.all():
+        edge = spec.resolved_from / x_scale
+        ax.plot(
+            np.where(resolved, np.nan, x), y, color=color, lw=0.8, ls=":", alpha=0.7
+        )
+        first = not getattr(ax, "_unresolved_drawn", False)
+        ax.axvspan(
+            x[0],
+            edge,
+            color="0.85",
+            alpha=0.5,
+            lw=0,
+            zorder=0,
+            label=UNRESOLVED_LABEL if first else None,
+        )
+        ax._unresolved_drawn = True
+    shown = density[resolved] if resolved.any() else density
+    return float(np.nanmax(shown))
 
 
 def _draw_outliers(
@@ -505,23 +422,43 @@ def _draw_outliers(
     label: str | None,
     x_scale: float = 1.0,
     height: float = 0.3,
+    converged: np.ndarray | None = None,
 ) -> None:
-    """Deflated outliers as sticks (axes-fraction height) topped by a marker."""
+    """Deflated outliers as sticks (axes-fraction height) topped by a marker.
+
+    Eigenpairs that missed subspace iteration's tolerance (``converged`` False) are
+    drawn dashed and pale with hollow markers: they are no outliers to report.
+    """
     if outliers.size == 0:
         return
-    x = outliers / x_scale
+    ok = np.ones(outliers.size, bool) if converged is None else np.asarray(converged)
     trans = ax.get_xaxis_transform()
-    ax.vlines(x, 0.0, height, transform=trans, colors=color, lw=1.2)
-    ax.plot(
-        x,
-        np.full(x.size, height),
-        "v",
-        transform=trans,
-        color=color,
-        ms=5,
-        label=label,
-        linestyle="none",
-    )
+    for good in (True, False):
+        x = outliers[ok == good] / x_scale
+        if x.size == 0:
+            continue
+        ax.vlines(
+            x,
+            0.0,
+            height,
+            transform=trans,
+            colors=color,
+            lw=1.2 if good else 0.8,
+            linestyles="solid" if good else "dashed",
+            alpha=1.0 if good else 0.5,
+        )
+        ax.plot(
+            x,
+            np.full(x.size, height),
+            "v",
+            transform=trans,
+            color=color,
+            mfc=color if good else "none",
+            ms=5,
+            label=label if good else UNCONVERGED_LABEL,
+            linestyle="none",
+            alpha=1.0 if good else 0.6,
+        )
 
 
 def _include_x(ax: Axes, values: Sequence[np.ndarray], pad: float = 0.04) -> None:
@@ -586,8 +523,11 @@ def figure1_g_decomposition(
 ) -> Figure:
     """Figure 1: log spectra of train G, G − A1, G − A2, G − B1, G − B2, one panel each.
 
-    Each G − X panel repeats G in grey, so what disappears with X is visible: the
-    outliers with A1, the right bulk with B1, the left bulk with B2.
+    Each G − X panel repeats G itself in grey -- its log spectrum and, where that
+    spectrum was deflated (``spectra.log_deflate``), its top-C eigenvalues as grey
+    sticks -- so what disappears with X is visible. The paper's reading (Figure 1
+    caption): the outliers go with A1, the right bulk with B2, the left bulk with B1,
+    and removing A2 changes nothing visible.
     """
     dataset, arch = _first(spectra, "dataset", dataset), _first(spectra, "arch", arch)
     sample_size, epoch = _latest_computed(
@@ -605,6 +545,7 @@ def figure1_g_decomposition(
     axes = fig.subplots(len(FIGURE1_OPERATORS), 1, sharex=True, squeeze=False)[:, 0]
     g = select_spectrum(spectra, operator="G", **sel)
     eps = float(spectra.attrs.get("log_eps", 0.0))
+    g_top = np.log10(np.abs(g.outliers) + eps) if g is not None else np.array([])
     for ax, op in zip(axes, FIGURE1_OPERATORS, strict=True):
         spec = select_spectrum(spectra, operator=op, **sel)
         ax.set_ylabel(
@@ -615,19 +556,21 @@ def figure1_g_decomposition(
             continue
         label = "log spectrum of the matrix on the left"
         peaks = [_draw_spectrum(ax, spec, color=OPERATOR_COLORS[op], label=label)]
-        # A deflated log spectrum (if the workflow stores one) keeps its outliers apart.
-        outliers = np.log10(np.abs(spec.outliers) + eps)
-        _draw_outliers(ax, outliers, color="black", label="deflated top-C eigenvalues")
-        if op != "G" and g is not None:
-            peaks.append(
-                _draw_spectrum(ax, g, color="0.7", label="G (reference)", zorder=1)
+        if op == "G":
+            _draw_outliers(
+                ax, g_top, color="black", label="top-C eigenvalues of G (deflated)"
             )
+        elif g is not None:
+            peaks.append(
+                _draw_spectrum(ax, g, color="0.6", label="G (reference)", zorder=1)
+            )
+            _draw_outliers(ax, g_top, color="0.6", label=None, height=0.2)
         _set_log_density(ax, peaks)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(LOG_AXIS_LABEL)
     fig.supylabel(LOG_DENSITY_LABEL)
     fig.suptitle(
-        f"Log spectra of {split} G and G minus each component\n"
+        f"Log spectra of {split} G and G minus each component (grey: G itself)\n"
         + _title(dataset, arch, sample_size, epoch)
     )
     _legend_outside(fig, axes, ncols=2)
@@ -676,7 +619,11 @@ def _hessian_by_dataset(
             color = OPERATOR_COLORS["hess"]
             peak = _draw_spectrum(ax, spec, color=color, label=f"{variant} spectrum")
             _draw_outliers(
-                ax, spec.outliers, color="black", label="deflated top-C eigenvalues"
+                ax,
+                spec.outliers,
+                color="black",
+                label="deflated top-C eigenvalues",
+                converged=spec.converged,
             )
             _set_log_density(ax, [peak])
             _include_x(ax, [spec.grid, spec.outliers])
@@ -749,9 +696,12 @@ def figure3_components(
 
     (a) Outlier attribution: rows Hess / G / H, columns train / test, log density,
     deflated outliers as sticks. (b) Bulk attribution: the same spectra on linear axes,
-    zoomed on the bulk: per split, x runs over the union of :func:`bulk_range` (the
-    ``zoom`` mass quantiles, by default the central 99 %) of the three bulks, so the
-    outliers are out of view; panels of one split share that range.
+    zoomed on the bulk: per split, x runs over the union of the three bulks' ranges,
+    each from the ``zoom[1]`` mass quantile of its negative side to that of its
+    positive side, both counted beyond the spike of zero eigenvalues
+    (:data:`ZERO_SPIKE_WIDTHS` kernel widths; by default 99.5 %), so the outliers are
+    out of view; panels of one split share that range. The y axis stops a little above
+    the bulk's own height: the zero spike, which would flatten the bulk, is cut off.
     """
     dataset, arch = _first(spectra, "dataset", dataset), _first(spectra, "arch", arch)
     sample_size, epoch = _latest_computed(
@@ -764,7 +714,8 @@ def figure3_components(
     axes_b = sub_b.subplots(3, 2, squeeze=False)
     sub_a.suptitle("(a) outliers: log density, deflated outliers as sticks")
     sub_b.suptitle(
-        f"(b) bulk zoom: central {100 * (zoom[1] - zoom[0]):g} % of each bulk"
+        f"(b) bulk zoom: each side to its {100 * zoom[1]:g} % mass quantile beyond "
+        "the zero spike (spike cut off)"
     )
     for j, split in enumerate(splits):
         specs = {
@@ -781,7 +732,7 @@ def figure3_components(
             for op in ops
         }
         ranges = [
-            bulk_range(s.grid, s.density, lower=zoom[0], upper=zoom[1])
+            _bulk_window(s, spectra.attrs, zoom)
             for s in specs.values()
             if s is not None
         ]
@@ -798,7 +749,11 @@ def figure3_components(
             color = OPERATOR_COLORS[op]
             peak = _draw_spectrum(ax_a, spec, color=color, label=label)
             _draw_outliers(
-                ax_a, spec.outliers, color="black", label="deflated top-C eigenvalues"
+                ax_a,
+                spec.outliers,
+                color="black",
+                label="deflated top-C eigenvalues",
+                converged=spec.converged,
             )
             _set_log_density(ax_a, [peak])
             _include_x(ax_a, [spec.grid, spec.outliers])
@@ -812,7 +767,10 @@ def figure3_components(
             )
             ax_b.set_xlim(*window)
             ax_b.xaxis.set_major_locator(MaxNLocator(5))
-            ax_b.set_ylim(bottom=0)
+            spike = ZERO_SPIKE_WIDTHS * kernel_width(spectra.attrs, spec.grid)
+            bulk = spec.density[in_window & (np.abs(spec.grid) > spike)]
+            top = 1.15 * float(bulk.max()) if bulk.size and bulk.max() > 0 else None
+            ax_b.set_ylim(bottom=0, top=top)
             for ax in (ax_a, ax_b):
                 ax.grid(alpha=0.3)
                 ax.legend(loc="upper right", fontsize=8, frameon=False)
@@ -824,6 +782,20 @@ def figure3_components(
             axes[i, 0].set_ylabel("density")
     fig.suptitle("Hessian, G and H: " + _title(dataset, arch, sample_size, epoch))
     return fig
+
+
+def _bulk_window(
+    spec: Spectrum, attrs, zoom: tuple[float, float]
+) -> tuple[float, float]:
+    """Figure 3b's x range of one bulk: its negative and positive ``zoom[1]`` mass
+    quantiles beyond the zero spike (:func:`bulk_range` where a side has no mass)."""
+    spike = ZERO_SPIKE_WIDTHS * kernel_width(attrs, spec.grid)
+    hi = bulk_edge(spec.grid, spec.density, mass=zoom[1], min_abs=spike)
+    lo = -bulk_edge(-spec.grid[::-1], spec.density[::-1], mass=zoom[1], min_abs=spike)
+    fallback = bulk_range(spec.grid, spec.density, lower=zoom[0], upper=zoom[1])
+    lo = lo if np.isfinite(lo) else min(fallback[0], 0.0)
+    hi = hi if np.isfinite(hi) else max(fallback[1], 0.0)
+    return lo, hi
 
 
 def figure4_h_tails(
@@ -847,7 +819,9 @@ def figure4_h_tails(
     Fit range (unless ``tail`` gives one |λ| range for all fits): :func:`tail_range`
     of each curve, from the ``tail_mass[0]`` to the ``tail_mass[1]`` quantile of the
     mass beyond :data:`ZERO_SPIKE_WIDTHS` Gaussian kernel widths of the estimate
-    (for (b): beyond ``100 ε``). The range is shaded and stated in the legend.
+    (for (b): beyond ``100 ε`` and beyond what the M Lanczos steps resolve, the part
+    below drawn dotted over a grey band). The range is shaded and stated in the
+    legend.
     """
     dataset, arch = _first(spectra, "dataset", dataset), _first(spectra, "arch", arch)
     sample_size, epoch = _latest_computed(
@@ -870,7 +844,7 @@ def figure4_h_tails(
     if plain is None:
         _not_computed(ax_a)
     else:
-        width = _kernel_width(spectra, plain.grid)
+        width = kernel_width(spectra.attrs, plain.grid)
         # The two sides nearly coincide (H is close to symmetric): the positive side is
         # drawn wide and pale underneath, the negative side thin on top.
         for side, color, fit_color, name, lw in (
@@ -909,11 +883,33 @@ def figure4_h_tails(
         keep = x > 0
         x, y = x[keep], log_h.density[keep] / (shifted[keep] * math.log(10.0))
         label = "from the log spectrum"
-        ax_b.plot(x, _positive(y), color=OPERATOR_COLORS["H"], lw=1.3, label=label)
-        # The bump at ε (zero eigenvalues) would set the scale: use |λ| ≥ 100 ε.
-        beyond = y[x >= 100 * eps]
+        # The bump at ε (zero eigenvalues) is not fitted (|λ| ≥ 100 ε); below the
+        # resolution of the M Lanczos steps the curve is dotted over a grey band.
+        floor = 100 * eps
+        color = OPERATOR_COLORS["H"]
+        if np.isfinite(log_h.resolved_from):
+            floor = max(floor, 10.0**log_h.resolved_from - eps)
+            low = x < floor
+            ax_b.plot(
+                np.where(low, x, np.nan), _positive(y), color=color, lw=0.8, ls=":"
+            )
+            ax_b.axvspan(
+                x[0],
+                floor,
+                color="0.85",
+                alpha=0.5,
+                lw=0,
+                zorder=0,
+                label=UNRESOLVED_LABEL,
+            )
+            x_line = np.where(low, np.nan, x)
+        else:
+            x_line = x
+        ax_b.plot(x_line, _positive(y), color=color, lw=1.3, label=label)
+        ok = x >= floor
+        beyond = y[ok]
         peak = np.nanmax(beyond) if beyond.size else np.nanmax(y)
-        lo_hi = tail or tail_range(x, y, mass=tail_mass, min_abs=100 * eps)
+        lo_hi = tail or tail_range(x, y, mass=tail_mass, min_abs=floor)
         _draw_fit(
             ax_b,
             x,
@@ -1031,7 +1027,13 @@ def figure5_deflation(
         _set_log_density(ax, [peak])
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    _draw_outliers(ax_d, outliers, color="black", label=None)
+    _draw_outliers(
+        ax_d,
+        outliers,
+        color="black",
+        label=None,
+        converged=deflated.converged if deflated is not None else None,
+    )
     _include_x(ax_p, [s.grid for s in (deflated, plain) if s is not None] + [outliers])
     ax_p.set_xlabel("eigenvalue λ")
     fig.suptitle("Low-rank deflation: " + _title(dataset, arch, sample_size, epoch))
@@ -1086,7 +1088,7 @@ def figure6_dynamics(
                 h = specs["H"]
                 edge = math.nan
                 if h is not None:
-                    width = _kernel_width(spectra, h.grid)
+                    width = kernel_width(spectra.attrs, h.grid)
                     edge = bulk_edge(
                         h.grid, h.density, mass=mass, min_abs=ZERO_SPIKE_WIDTHS * width
                     )
@@ -1113,6 +1115,7 @@ def figure6_dynamics(
                         x_scale=scale,
                         label=None,
                         height=0.2,
+                        converged=spec.converged,
                     )
                     xs += [spec.grid / scale, spec.outliers / scale]
                 _set_log_density(ax, peaks)
@@ -1159,10 +1162,16 @@ def figure7_g_hierarchy(
 
     Each panel, on a log10 eigenvalue axis: the log spectrum of train G (spectra.nc
     operator "G", variant "log"; blue line, log density), and as markers at fixed
-    heights: the top-C eigenvalues of G (orange, ``g_top_eigenvalues``), the
-    eigenvalues of A1 + A2 + B1 coloured by their source (A1 gold, B1 yellow-green,
-    A2 teal), and Tr(B_{2,c})/n per class (dark red). Non-positive eigenvalues have no
-    place on the log axis and are left out.
+    heights: the top-C eigenvalues of G (orange, ``g_top_eigenvalues``; hollow where
+    subspace iteration did not converge), the eigenvalues of A1 + A2 + B1 by the
+    paper's rule (top C: A1, gold; next C² − 2C: B1, yellow-green), the eigenvalues of
+    A2 itself (teal, ``a2_eigenvalues``) and Tr(B_{2,c})/n per class (dark red).
+
+    The paper colours the last C eigenvalues of A1 + A2 + B1 teal "due to A2"; they
+    are structural zeros: ``sum_c' p_{i,c'} g_{i,c'} = 0`` for every sample, so
+    ``rank(A1 + A2 + B1) <= C² - C``, and ``g_{c,c} = -(p_c / p_{c,c}) g_c`` puts A2
+    inside A1's span. They are left out (round-off, not data), and A2's own
+    eigenvalues are shown instead. Non-positive values have no place on the log axis.
     """
     dataset, arch = _first(spectra, "dataset", dataset), _first(spectra, "arch", arch)
     _check_value(decomposition, "dataset", dataset)
@@ -1171,8 +1180,11 @@ def figure7_g_hierarchy(
     done = np.isfinite(dec["g_top_eigenvalues"]).any(dim="rank")
     sizes = _grid_values(decomposition, "sample_size", sample_sizes, done, max_panels)
     rows = _grid_values(decomposition, "epoch", epochs, done, max_panels)
-    fig = _new_figure(len(rows), len(sizes), panel=(3.0, 2.0))
-    axes = fig.subplots(len(rows), len(sizes), squeeze=False)
+    eps = float(spectra.attrs.get("log_eps", 1e-5))
+    x_lo = math.log10(eps) - 0.5  # one axis for all panels, from just below log10 ε
+    fig = _new_figure(len(rows), len(sizes), panel=(3.4, 2.1), extra=(0.6, 1.6))
+    axes = fig.subplots(len(rows), len(sizes), squeeze=False, sharex=True)
+    x_hi = x_lo + 1.0
     for i, e in enumerate(rows):
         for j, n in enumerate(sizes):
             ax = axes[i, j]
@@ -1189,69 +1201,110 @@ def figure7_g_hierarchy(
                     variant="log",
                 )
             point = dec.sel(sample_size=n, epoch=e)
-            drawn = _draw_hierarchy_markers(ax, point)
+            drawn = _draw_hierarchy_markers(ax, point, x_min=x_lo)
             xs = list(drawn)
             if log_g is not None:
                 peak = _draw_spectrum(
                     ax, log_g, color=G_LOG_COLOR, label="log spectrum of G"
                 )
-                # Three decades of headroom: the markers sit above the density.
+                # Four decades of headroom: the markers sit above the density.
                 ax.set_yscale("log")
-                ax.set_ylim(peak * 10.0**-LOG_DENSITY_DECADES, peak * 1e3)
+                ax.set_ylim(peak * 10.0**-LOG_DENSITY_DECADES, peak * 1e4)
                 xs.append(log_g.grid)
             if log_g is None and not drawn:
                 _not_computed(ax)
             else:
-                _include_x(ax, xs)
                 ax.grid(alpha=0.3)
+                finite = [v[np.isfinite(v)] for v in xs if np.size(v)]
+                x_hi = max([x_hi] + [float(v.max()) for v in finite if v.size])
             if i == 0:
                 ax.set_title(f"n = {n} per class", fontsize=10)
             if j == 0:
                 ax.set_ylabel(f"epoch {e}\ndensity")
             if i == len(rows) - 1:
                 ax.set_xlabel("log10(eigenvalue λ)")
-    fig.suptitle(f"Three-level hierarchy of train G: {dataset}, {arch}")
-    _legend_outside(fig, axes.ravel(), ncols=3)
+    axes[0, 0].set_xlim(x_lo, x_hi + 0.2)
+    fig.suptitle(
+        f"Three-level hierarchy of train G: {dataset}, {arch}\n"
+        "A1+A2+B1's last C eigenvalues are structural zeros (A2 lies in A1's span): "
+        "not drawn;\nteal: A2's own eigenvalues. ◄ k: eigenvalues below the axis",
+        fontsize=9,
+    )
+    _legend_outside(fig, axes.ravel(), ncols=2)
     return fig
 
 
-def _draw_hierarchy_markers(ax: Axes, point: xr.Dataset) -> list[np.ndarray]:
-    """Figure 7's markers at fixed axes-fraction heights; returns the x values drawn."""
+def _draw_hierarchy_markers(
+    ax: Axes, point: xr.Dataset, *, x_min: float = -math.inf
+) -> list[np.ndarray]:
+    """Figure 7's markers at fixed axes-fraction heights; returns the x values drawn.
+
+    Values below ``10**x_min`` are not drawn; a "◄ k" at the left edge counts them.
+    """
     trans = ax.get_xaxis_transform()
     drawn = []
 
-    def mark(values, height, color, marker, label):
+    def mark(values, height, color, marker, label, filled=None):
         values = np.asarray(values, dtype=float)
-        values = np.log10(values[np.isfinite(values) & (values > 0)])
-        if values.size:
-            ax.plot(
-                values,
-                np.full(values.size, height),
-                marker,
+        keep = np.isfinite(values) & (values > 0)
+        below = int((keep & (values < 10.0**x_min)).sum())
+        keep &= values >= 10.0**x_min
+        if below:
+            ax.text(
+                0.01,
+                height,
+                f"◄ {below}",
+                transform=ax.transAxes,
                 color=color,
-                transform=trans,
-                ms=6,
-                mec="black",
-                mew=0.4,
-                linestyle="none",
-                label=label,
+                fontsize=7,
+                va="center",
             )
-            drawn.append(values)
+        filled = np.ones(values.shape, bool) if filled is None else filled
+        for full in (True, False):
+            x = np.log10(values[keep & (filled == full)])
+            if x.size:
+                ax.plot(
+                    x,
+                    np.full(x.size, height),
+                    marker,
+                    color=color,
+                    transform=trans,
+                    ms=6,
+                    mec="black",
+                    mew=0.4,
+                    mfc=color if full else "none",
+                    linestyle="none",
+                    label=label if full else f"{label} (not converged)",
+                )
+                drawn.append(x)
 
-    mark(point["g_top_eigenvalues"].values, 0.94, G_TOP_COLOR, "o", "top-C of G")
+    converged = None
+    if "g_top_converged" in point:
+        converged = point["g_top_converged"].values != 0
+    mark(
+        point["g_top_eigenvalues"].values,
+        0.94,
+        G_TOP_COLOR,
+        "o",
+        "top-C of G",
+        converged,
+    )
     eigs = point["a1a2b1_eigenvalues"].values
     source = point["a1a2b1_source"].values
-    for code, name in SOURCE_CODES.items():
+    for name in ("A1", "B1"):
+        code = next(k for k, v in SOURCE_CODES.items() if v == name)
         mark(
             eigs[source == code],
             0.86,
             OPERATOR_COLORS[name],
             "D",
-            f"A1+A2+B1: from {name}",
+            f"A1+A2+B1: {name} ({'top C' if name == 'A1' else 'next C²−2C'})",
         )
+    if "a2_eigenvalues" in point:
+        mark(point["a2_eigenvalues"].values, 0.78, OPERATOR_COLORS["A2"], "D", "A2")
     mark(
         point["b2_trace_per_class"].values,
-        0.78,
+        0.70,
         OPERATOR_COLORS["B2"],
         "s",
         "Tr(B2,c)/n",
@@ -1296,8 +1349,15 @@ def figure8_selfcheck(selfcheck: xr.Dataset, *, bins: int = 100) -> Figure:
             alpha=0.6,
             label=f"exact eigenvalues ({exact.size}), {bins} bins",
         )
-        ax.plot(
-            grid[keep], density[keep], color="tab:red", lw=1.5, label="our estimate"
+        floor = -math.inf
+        if "resolved_from" in point and np.isfinite(point["resolved_from"].values):
+            floor = float(point["resolved_from"].values)
+        _draw_spectrum(
+            ax,
+            Spectrum(grid[keep], density[keep], np.array([]), "", floor),
+            color="tab:red",
+            label="our estimate",
+            log=False,
         )
         if case == "fig8a":
             # Down to a third of the lowest bar: one outlier's bar stays visible, the

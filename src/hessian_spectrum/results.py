@@ -80,9 +80,16 @@ SPECTRA_ATTRS = (
     "log_eps",
     "margin",
     "subspace_iters",
+    "subspace_tol",
+    "smoothing",
+    "log_smoothing",
 )
 
 _EIGEN_UNITS = "nat"  # eigenvalues of the Hessian of the mean cross-entropy (nats)
+
+
+def _get(pair, i: int) -> float:
+    return np.nan if pair is None else float(pair[i])
 
 
 def _keyed(keys: Mapping[str, Any]) -> dict[str, list]:
@@ -118,9 +125,19 @@ def spectrum_dataset(
     lead = KEYS["spectra"]
     shape = (1,) * len(lead)
     outliers = np.asarray(sd.outliers, dtype=np.float64).reshape(-1)
-    if outliers.size == 0:  # keep a dimension of length >= 1 (NetCDF-friendly)
-        outliers = np.full(1, np.nan)
+    rank = outliers.size
+    residuals = np.full(rank, np.nan)
+    converged = np.full(rank, -1, dtype=np.int8)
+    if rank and sd.outlier_residuals is not None:
+        residuals = np.asarray(sd.outlier_residuals, dtype=np.float64).reshape(-1)
+    if rank and sd.outliers_converged is not None:
+        converged = np.asarray(sd.outliers_converged).reshape(-1).astype(np.int8)
+    if rank == 0:  # keep a dimension of length >= 1 (NetCDF-friendly)
+        outliers, residuals = np.full(1, np.nan), np.full(1, np.nan)
+        converged = np.full(1, -1, dtype=np.int8)
     log = variant == "log"
+    resolution = np.nan if sd.resolution is None else float(sd.resolution)
+    resolved_from = sd.resolved_from if log else np.nan
     ds = xr.Dataset(
         {
             "grid": (
@@ -148,6 +165,75 @@ def spectrum_dataset(
                     "long_name": "deflated top eigenvalues (point masses of weight "
                     "1/p), NaN-padded",
                     "units": _EIGEN_UNITS,
+                },
+            ),
+            "outlier_residuals": (
+                lead + ("outlier",),
+                residuals.reshape(shape + (-1,)),
+                {
+                    "long_name": "residual norms ||A x - lambda x|| of the deflated "
+                    "eigenpairs (subspace iteration), NaN-padded",
+                    "units": _EIGEN_UNITS,
+                },
+            ),
+            "outlier_converged": (
+                lead + ("outlier",),
+                converged.reshape(shape + (-1,)),
+                {
+                    "long_name": "deflated eigenpair met the residual tolerance "
+                    "||A x - lambda x|| <= subspace_tol * |lambda_1|",
+                    "flag_values": np.array([0, 1], dtype=np.int8),
+                    "flag_meanings": "not_converged converged",
+                    "comment": "-1: padding (no outlier)",
+                },
+            ),
+            "resolution": (
+                lead,
+                np.full(shape, resolution, dtype=np.float64),
+                {
+                    "long_name": "node spacing at lambda = 0 of the M-step Gauss "
+                    "rule: eigenvalues below it are not resolved",
+                    "units": _EIGEN_UNITS,
+                },
+            ),
+            "resolved_from": (
+                lead,
+                np.full(shape, resolved_from, dtype=np.float64),
+                {
+                    "long_name": "log spectra: grid value log10(resolution + eps) "
+                    "below which the density is unresolved (NaN: linear variants)",
+                    "units": f"log10 of {_EIGEN_UNITS}",
+                },
+            ),
+            "lambda_min": (
+                lead,
+                np.full(shape, _get(sd.extremes, 0), dtype=np.float64),
+                {
+                    "long_name": "smallest eigenvalue of the operator Lanczos ran on "
+                    "(deflated: of the bulk): Ritz value minus its residual",
+                    "units": _EIGEN_UNITS,
+                },
+            ),
+            "lambda_max": (
+                lead,
+                np.full(shape, _get(sd.extremes, 1), dtype=np.float64),
+                {
+                    "long_name": "largest eigenvalue of the operator Lanczos ran on "
+                    "(deflated: of the bulk): Ritz value plus its residual",
+                    "units": _EIGEN_UNITS,
+                },
+            ),
+            "second_moment": (
+                lead,
+                np.full(
+                    shape,
+                    np.nan if sd.second_moment is None else sd.second_moment,
+                    dtype=np.float64,
+                ),
+                {
+                    "long_name": "(1/p) sum of squared eigenvalues of that operator "
+                    "(Gauss quadrature; deflated: the bulk's)",
+                    "units": f"{_EIGEN_UNITS}2",
                 },
             ),
             "bound_lo": (
@@ -211,8 +297,22 @@ def decomposition_dataset(
     g_top_values: np.ndarray,
     g_top_residuals: np.ndarray,
     settings: Mapping[str, Any],
+    g_top_converged: np.ndarray | None = None,
+    a1_eigenvalues: np.ndarray | None = None,
+    a2_eigenvalues: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """The Figure 7 quantities of one run and epoch (``results/decomposition.nc``)."""
+    """The Figure 7 quantities of one run and epoch (``results/decomposition.nc``).
+
+    ``g_top_converged``: per top eigenpair of G, whether subspace iteration met its
+    residual tolerance (unknown: -1); ``a1_eigenvalues`` / ``a2_eigenvalues``: the
+    ``C`` eigenvalues of A1 and of A2 alone (NaN when not given)."""
+    rank = np.size(g_top_values)
+    if g_top_converged is None:
+        g_top_converged = np.full(rank, -1)
+    if a1_eigenvalues is None:
+        a1_eigenvalues = np.full(rank, np.nan)
+    if a2_eigenvalues is None:
+        a2_eigenvalues = np.full(rank, np.nan)
     keys = dict(
         dataset=dataset, arch=arch, sample_size=int(sample_size), epoch=int(epoch)
     )
@@ -262,6 +362,26 @@ def decomposition_dataset(
                 arr(g_top_residuals),
                 {"long_name": "residual norms ||G x - lambda x||", "units": "nat"},
             ),
+            "a1_eigenvalues": (
+                lead + ("rank",),
+                arr(a1_eigenvalues),
+                {"long_name": "eigenvalues of A1 alone, descending", "units": "nat"},
+            ),
+            "a2_eigenvalues": (
+                lead + ("rank",),
+                arr(a2_eigenvalues),
+                {"long_name": "eigenvalues of A2 alone, descending", "units": "nat"},
+            ),
+            "g_top_converged": (
+                lead + ("rank",),
+                arr(np.asarray(g_top_converged).astype(np.int8), np.int8),
+                {
+                    "long_name": "top eigenpair of G met the residual tolerance",
+                    "flag_values": np.array([0, 1], dtype=np.int8),
+                    "flag_meanings": "not_converged converged",
+                    "comment": "-1: unknown or padding",
+                },
+            ),
         },
         coords=_keyed(keys),
     )
@@ -300,6 +420,18 @@ def selfcheck_dataset(
                 ("case", "point"),
                 np.asarray(sd.density, dtype=np.float64).reshape(1, -1),
                 {"long_name": "estimated spectral density", "units": "1"},
+            ),
+            "resolved_from": (
+                ("case",),
+                np.array(
+                    [sd.resolved_from if sd.kind == "log" else np.nan],
+                    dtype=np.float64,
+                ),
+                {
+                    "long_name": "log spectra: grid value below which the M steps "
+                    "do not resolve the spectrum (NaN: linear)",
+                    "units": "1",
+                },
             ),
             "w1_relative": (
                 ("case",),
@@ -399,17 +531,22 @@ def _combined_attrs(parts: Sequence[xr.Dataset], kind: str) -> dict:
         if a.get("kind") == "log":
             attrs.setdefault("log_num_iters", a.get("num_iters"))
             attrs.setdefault("log_eps", a.get("eps"))
+            attrs.setdefault("log_smoothing", a.get("smoothing"))
         else:
             attrs.setdefault("num_iters", a.get("num_iters"))
+            attrs.setdefault("smoothing", a.get("smoothing"))
         if a.get("subspace_iters") and a.get("deflate"):
             attrs.setdefault("subspace_iters", a["subspace_iters"])
+            attrs.setdefault("subspace_tol", a.get("subspace_tol"))
         for name in ("num_points", "kappa", "num_vectors", "seed", "margin"):
             if name in a:
                 attrs.setdefault(name, a[name])
     attrs = {k: v for k, v in attrs.items() if v is not None}
     attrs["estimators"] = (
-        "Normalization (Algorithm 4, M0 = 32), LanczosApproxSpec (Algorithm 3), "
-        "SubspaceIteration (Algorithm 5) for variant 'deflated'; Papyan (2019)"
+        "LanczosApproxSpec (Algorithm 3) normalised by Algorithm 4 with the bounds "
+        "read off the same M-step Krylov run; SubspaceIteration (Algorithm 5, "
+        "stopped at the residual tolerance subspace_tol) for the deflated "
+        "variants; log spectra smoothed with log_smoothing; Papyan (2019)"
     )
     return attrs
 
