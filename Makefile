@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# The embedded default workflow (config/config.yaml) end to end; results in results/.
+# The embedded default workflow (config/config.yaml) end to end; results in results/,
+# the paper's findings in results/findings.csv, figures and findings in
+# results/report.html.
 run: install
 	$(VENV)/bin/snakemake --cores $(CORES) --profile profiles/default
+	$(VENV)/bin/snakemake --profile profiles/default --report results/report.html
+	@cat results/findings.md
 
 test: install
 	$(PY) -m pytest -q

@@ -28,6 +28,7 @@ include: "workflow/rules/decomposition.smk"
 include: "workflow/rules/selfcheck.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/findings.smk"
 
 
 # The default target: aggregated NetCDF files and every configured figure.
@@ -45,6 +46,7 @@ localrules:
     aggregate_training,
     aggregate_decomposition,
     aggregate_selfcheck,
+    findings,
     fig1,
     fig2,
     fig3,

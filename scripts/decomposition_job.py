@@ -1,9 +1,11 @@
 """The Figure 7 quantities of train G for one selected run at one epoch.
 
 Writes one NetCDF (per-job schema of results/decomposition.nc, docs/CONTRACTS.md):
-the C^2 eigenvalues of A1 + A2 + B1 attributed to A1, B1 or A2, the class traces
-Tr(B_{2,c})/n with their standard errors, and the top-C eigenpairs of G from
-SubspaceIteration(G, C, T).
+the C^2 eigenvalues of A1 + A2 + B1 attributed to A1, B1 or A2, the eigenvalues of
+A1 and A2 alone, the class traces Tr(B_{2,c})/n with their standard errors, and the
+top-C eigenpairs of G from SubspaceIteration(G, C, T) -- read from the deflated G
+spectrum of the same run and epoch when ``--g-top-from`` names it (the workflow
+computes it there anyway), else computed here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from hessian_spectrum import results, subspace_iteration
 from hessian_spectrum._functional import resolve_device
@@ -34,11 +37,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64,
         help="Hutchinson probes for Tr(B_2c) (0: exact, p/32 passes)",
     )
+    parser.add_argument(
+        "--subspace-tol", type=float, default=1e-3, help="residual tolerance"
+    )
+    parser.add_argument("--subspace-oversample", type=int, default=0)
+    parser.add_argument(
+        "--g-top-from",
+        type=Path,
+        help="deflated train G spectrum (.nc) whose outliers are G's top-C pairs",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
+
+
+def g_top(dec, num_classes: int, args: argparse.Namespace):
+    """G's top-C eigenvalues, residuals and convergence flags."""
+    if args.g_top_from is not None:
+        with xr.open_dataset(args.g_top_from) as ds:
+            keys = {d: 0 for d in results.KEYS["spectra"]}
+            point = ds.isel(keys)
+            values = point["outliers"].values
+            residuals = point["outlier_residuals"].values
+            converged = point["outlier_converged"].values
+        if values.size != num_classes or not np.isfinite(values).all():
+            raise SystemExit(
+                f"{args.g_top_from}: expected {num_classes} deflated eigenvalues of "
+                f"G, found {values.size}"
+            )
+        return values, residuals, converged
+    found = subspace_iteration(
+        dec.G,
+        num_classes,
+        args.subspace_iters,
+        seed=args.seed,
+        tol=args.subspace_tol,
+        oversample=args.subspace_oversample,
+    )
+    values, _, residuals = found
+    return values.numpy(), residuals.numpy(), found.converged
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,9 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         traces = dec.b2_class_traces(num_probes=args.trace_probes, seed=args.seed)
     else:
         traces = dec.b2_class_traces(method="exact")
-    values, _, residuals = subspace_iteration(
-        dec.G, num_classes, args.subspace_iters, seed=args.seed
-    )
+    members = dec.member_eigenvalues()
+    values, residuals, converged = g_top(dec, num_classes, args)
     ds = results.decomposition_dataset(
         dataset=args.dataset,
         arch=selected.arch,
@@ -72,8 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         b2_stderr=traces.stderr,
         g_top_values=np.asarray(values),
         g_top_residuals=np.asarray(residuals),
+        g_top_converged=np.asarray(converged),
+        a1_eigenvalues=members["A1"],
+        a2_eigenvalues=members["A2"],
         settings={
             "subspace_iters": args.subspace_iters,
+            "subspace_tol": args.subspace_tol,
+            "g_top_source": str(args.g_top_from) if args.g_top_from else "computed",
             "seed": args.seed,
             "trace_method": traces.method,
             "trace_probes": traces.num_probes,

@@ -23,6 +23,7 @@ from hessian_spectrum import (
     results,
     wasserstein1,
 )
+from hessian_spectrum.density import SMOOTHINGS
 from hessian_spectrum.validation import log_eigenvalues
 
 
@@ -38,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kappa", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eps", type=float, default=1e-5, help="log spectrum (fig8b)")
+    parser.add_argument("--smoothing", choices=SMOOTHINGS, default="paper")
+    parser.add_argument("--log-smoothing", choices=SMOOTHINGS, default="adaptive")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -53,12 +56,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.case == "fig8a":
         Y = figure8a_matrix(seed=args.seed)
         exact = np.linalg.eigvalsh(Y.numpy())
-        sd = lanczos_approx_spec(Y, args.num_iters, **settings)
+        sd = lanczos_approx_spec(
+            Y, args.num_iters, smoothing=args.smoothing, **settings
+        )
         target = exact
     else:
         Y = figure8b_matrix(seed=args.seed)
         exact = np.linalg.eigvalsh(Y.numpy())
-        sd = log_spectrum(Y, args.log_num_iters, eps=args.eps, **settings)
+        sd = log_spectrum(
+            Y,
+            args.log_num_iters,
+            eps=args.eps,
+            smoothing=args.log_smoothing,
+            **settings,
+        )
         target = log_eigenvalues(exact, args.eps)
     num_iters = args.num_iters if args.case == "fig8a" else args.log_num_iters
     w1 = wasserstein1(sd.grid, sd.density, target, sd.outliers)
@@ -68,7 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         exact_eigenvalues=exact,
         sd=sd,
         w1_relative=w1_relative,
-        settings={"num_iters": num_iters, "eps": args.eps, **settings},
+        settings={
+            "num_iters": num_iters,
+            "eps": args.eps,
+            "smoothing": sd.settings["smoothing"],
+            **settings,
+        },
     )
     results.write_netcdf(ds, args.out)
     print(f"{args.case}: relative W1 = {w1_relative:.4f}", flush=True)

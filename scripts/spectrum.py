@@ -5,10 +5,15 @@ the operators (Hess, G, H, or members of G and G minus one member) on the train
 subsample or the test split, and writes ``<outdir>/<operator>_<variant>.nc``
 (per-job schema of results/spectra.nc, docs/CONTRACTS.md). Variants (paper C.2):
 
-  plain     LanczosApproxSpec(M, K, n_vec, kappa) after Normalization(M0 = 32, tau)
-  deflated  the same on the rank-C deflated operator, SubspaceIteration(C, T)
+  plain     LanczosApproxSpec(M, K, n_vec, kappa), normalised by Algorithm 4 with the
+            bounds read off the same M-step run (margin tau)
+  deflated  the same on the rank-C deflated operator, SubspaceIteration(C, T) stopped
+            at the residual tolerance --subspace-tol
   log       density of log10(|lambda| + eps), M_log iterations; deflated (rank C)
             for the operators listed in --log-deflate
+
+The deflated and the deflated log spectrum of one operator share one subspace
+iteration.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hessian_spectrum import lanczos_approx_spec, log_spectrum, results
+from hessian_spectrum import (
+    lanczos_approx_spec,
+    log_spectrum,
+    results,
+    subspace_iteration,
+)
 from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import load_dataset
+from hessian_spectrum.density import SMOOTHINGS
 from hessian_spectrum.training import load_selected
 
 CURVATURE = ("hess", "G", "H")
@@ -40,7 +51,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--operators", nargs="+", choices=results.OPERATORS, required=True
     )
     parser.add_argument(
-        "--variants", nargs="+", choices=results.VARIANTS, required=True
+        "--variants",
+        nargs="+",
+        choices=results.VARIANTS,
+        required=True,
+        help="variants of every operator (unless --variants-of names its own)",
+    )
+    parser.add_argument(
+        "--variants-of",
+        action="append",
+        default=[],
+        metavar="OPERATOR=V1,V2",
+        help="the variants of one operator, e.g. H=plain,log (repeatable)",
     )
     parser.add_argument("--num-iters", type=int, default=128, help="M")
     parser.add_argument("--num-points", type=int, default=1024, help="K")
@@ -48,7 +70,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kappa", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=float, default=0.05, help="tau")
-    parser.add_argument("--subspace-iters", type=int, default=128, help="T")
+    parser.add_argument("--subspace-iters", type=int, default=128, help="T (at most)")
+    parser.add_argument(
+        "--subspace-oversample",
+        type=int,
+        default=0,
+        help="extra columns of subspace iteration (faster convergence)",
+    )
+    parser.add_argument(
+        "--subspace-tol",
+        type=float,
+        default=1e-3,
+        help="stop subspace iteration at ||Ax - lambda x|| <= tol |lambda_1|",
+    )
+    parser.add_argument("--smoothing", choices=SMOOTHINGS, default="paper")
+    parser.add_argument("--log-smoothing", choices=SMOOTHINGS, default="adaptive")
     parser.add_argument("--log-num-iters", type=int, default=2048)
     parser.add_argument("--log-eps", type=float, default=1e-5)
     parser.add_argument("--log-deflate", nargs="*", default=[], metavar="OPERATOR")
@@ -65,6 +101,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.split == "test" and set(args.operators) - set(CURVATURE):
         parser.error("members of G are computed on the train split only")
+    args.variants_by = {}
+    for item in args.variants_of:
+        operator, _, names = item.partition("=")
+        variants = [v for v in names.split(",") if v]
+        if operator not in args.operators or not variants or (
+            set(variants) - set(results.VARIANTS)
+        ):
+            parser.error(
+                f"--variants-of {item!r}: expected OPERATOR=V1,V2 with OPERATOR in "
+                f"--operators and variants among {', '.join(results.VARIANTS)}"
+            )
+        args.variants_by[operator] = variants
     return args
 
 
@@ -77,7 +125,8 @@ def load_data(args: argparse.Namespace):
     return data, n
 
 
-def spectrum(op, variant: str, operator: str, num_classes: int, args):
+def spectrum(op, variant: str, deflation, args):
+    """One variant; ``deflation`` is the operator's shared SubspaceResult (or 0)."""
     common = dict(
         num_points=args.num_points,
         num_vectors=args.num_vectors,
@@ -85,15 +134,55 @@ def spectrum(op, variant: str, operator: str, num_classes: int, args):
         seed=args.seed,
         margin=args.margin,
         subspace_iters=args.subspace_iters,
+        subspace_tol=args.subspace_tol,
     )
     if variant == "plain":
-        return lanczos_approx_spec(op, args.num_iters, **common)
+        return lanczos_approx_spec(
+            op, args.num_iters, smoothing=args.smoothing, **common
+        )
     if variant == "deflated":
-        return lanczos_approx_spec(op, args.num_iters, deflate=num_classes, **common)
-    deflate = num_classes if operator in args.log_deflate else 0
+        return lanczos_approx_spec(
+            op, args.num_iters, deflate=deflation, smoothing=args.smoothing, **common
+        )
     return log_spectrum(
-        op, args.log_num_iters, eps=args.log_eps, deflate=deflate, **common
+        op,
+        args.log_num_iters,
+        eps=args.log_eps,
+        deflate=deflation,
+        smoothing=args.log_smoothing,
+        **common,
     )
+
+
+def variants_of(operator: str, args) -> list[str]:
+    return args.variants_by.get(operator, args.variants)
+
+
+def deflation_of(op, operator: str, num_classes: int, args):
+    """The top-C eigenpairs shared by the operator's deflated variants, or 0."""
+    variants = variants_of(operator, args)
+    needs = "deflated" in variants or (
+        "log" in variants and operator in args.log_deflate
+    )
+    if not needs:
+        return 0
+    torch.manual_seed(args.seed)
+    found = subspace_iteration(
+        op,
+        num_classes,
+        args.subspace_iters,
+        seed=args.seed,
+        tol=args.subspace_tol,
+        oversample=args.subspace_oversample,
+    )
+    print(
+        f"{operator}: subspace iteration {found.num_iters} steps "
+        f"({found.num_products} products), {int(found.converged.sum())}/"
+        f"{found.rank} converged, max relative residual "
+        f"{found.relative_residuals().max():.2e} (tol {found.tol:g})",
+        flush=True,
+    )
+    return found
 
 
 def cache_budget(text: str) -> str | int:
@@ -142,9 +231,14 @@ def main(argv: list[str] | None = None) -> None:
             operators[name] = dec.operator(name)
     args.outdir.mkdir(parents=True, exist_ok=True)
     for operator in args.operators:
-        for variant in args.variants:
+        op = operators[operator]
+        deflation = deflation_of(op, operator, num_classes, args)
+        for variant in variants_of(operator, args):
             torch.manual_seed(args.seed)
-            sd = spectrum(operators[operator], variant, operator, num_classes, args)
+            shared = deflation
+            if variant == "log" and operator not in args.log_deflate:
+                shared = 0
+            sd = spectrum(op, variant, shared, args)
             ds = results.spectrum_dataset(
                 sd,
                 dataset=args.dataset,
@@ -161,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
             results.write_netcdf(ds, out)
             print(
                 f"{out}: p={sd.p} products={sd.num_products} "
-                f"integral={sd.integral():.4f} bounds={sd.bounds}",
+                f"integral={sd.integral():.4f} bounds={sd.bounds} "
+                f"resolution={sd.resolution:.3g}",
                 flush=True,
             )
         if operator in CURVATURE:

@@ -118,8 +118,42 @@ def spectral_epochs(dataset):
     return sorted(set(per_dataset("spectra.epochs", dataset)))
 
 
+def operator_variants(operator):
+    """Variants computed for one of Hess, G, H (`spectra.variants`: one list for all,
+    or a mapping operator -> list)."""
+    variants = config["spectra"]["variants"]
+    if isinstance(variants, dict):
+        return list(variants.get(operator, []))
+    return list(variants)
+
+
+def focus_setting():
+    """(dataset, arch, n, epoch) of `figures.focus`, missing keys filled in: the
+    first data set and arch, the largest sample size, the last spectral epoch."""
+    focus = config["figures"]["focus"]
+    dataset = focus.get("dataset", DATASETS[0])
+    arch = focus.get("arch", config["archs"][0])
+    n = focus.get("sample_size", sample_sizes(dataset)[-1])
+    epoch = focus.get("epoch", spectral_epochs(dataset)[-1])
+    return dataset, arch, n, epoch
+
+
 def check_config():
     """Parse-time checks the schema cannot express; each error names its key."""
+    variants = config["spectra"]["variants"]
+    if isinstance(variants, dict):
+        for operator in config["spectra"]["operators"]:
+            if operator not in variants:
+                raise WorkflowError(
+                    f"Config key 'spectra.variants' is a mapping without an entry "
+                    f"for operator '{operator}' (listed in 'spectra.operators')."
+                )
+    for split in config["spectra"]["focus_splits"]:
+        if split not in config["spectra"]["splits"]:
+            raise WorkflowError(
+                f"Config key 'spectra.focus_splits': '{split}' is not in "
+                "'spectra.splits'."
+            )
     for dataset in DATASETS:
         sample_sizes(dataset)
         last = training_epochs(dataset)
@@ -185,6 +219,16 @@ def check_config():
         raise WorkflowError(
             "Config key 'figures.kinds': fig8 needs 'selfcheck.enabled: true'."
         )
+    if config["spectra"]["focus_splits"] or config["decomposition"]["focus_only"]:
+        focus = focus_setting()
+        if focus not in settings_tuples():
+            raise WorkflowError(
+                "Config key 'figures.focus': the focus setting "
+                f"{dict(zip(('dataset', 'arch', 'sample_size', 'epoch'), focus))} is "
+                "not a computed setting (see 'datasets', 'archs', 'sample_sizes', "
+                "'spectra.epochs'); 'spectra.focus_splits' and "
+                "'decomposition.focus_only' compute there."
+            )
 
 
 # ---------------------------------------------------------------------------------
@@ -262,23 +306,63 @@ def spectrum_path(dataset, arch, n, epoch, split, operator, variant):
 
 
 def spectral_outputs():
-    """Per-job spectral NetCDF files the configuration asks for."""
+    """Per-job spectral NetCDF files the configuration asks for: every configured
+    split, operator and variant at every setting, except the focus-only parts
+    (`spectra.focus_splits`, `decomposition.focus_only`) away from the focus."""
     spectra = config["spectra"]
     decomposition = config["decomposition"]
+    focus = (
+        focus_setting()
+        if spectra["focus_splits"] or decomposition["focus_only"]
+        else None
+    )
     paths = []
-    for dataset, arch, n, epoch in settings_tuples():
+    for setting in settings_tuples():
+        at_focus = setting == focus
         for split in spectra["splits"]:
+            if split in spectra["focus_splits"] and not at_focus:
+                continue
             for operator in spectra["operators"]:
-                for variant in spectra["variants"]:
-                    paths.append(
-                        spectrum_path(dataset, arch, n, epoch, split, operator, variant)
-                    )
+                for variant in operator_variants(operator):
+                    paths.append(spectrum_path(*setting, split, operator, variant))
+        if decomposition["focus_only"] and not at_focus:
+            continue
         for operator in decomposition["operators"]:
             for variant in decomposition["variants"]:
-                paths.append(
-                    spectrum_path(dataset, arch, n, epoch, "train", operator, variant)
-                )
+                paths.append(spectrum_path(*setting, "train", operator, variant))
     return paths
+
+
+def g_top_file(wildcards):
+    """The deflated train G spectrum of this setting, if the workflow computes it
+    (its outliers are the top-C eigenpairs of G that the decomposition job needs)."""
+    spectra = config["spectra"]
+    if (
+        "G" in spectra["operators"]
+        and "train" in spectra["splits"]
+        and "train" not in spectra["focus_splits"]
+        and "deflated" in operator_variants("G")
+    ):
+        return spectrum_path(
+            wildcards.dataset,
+            wildcards.arch,
+            wildcards.n,
+            wildcards.epoch,
+            "train",
+            "G",
+            "deflated",
+        )
+    return None
+
+
+def g_top_input(wildcards):
+    path = g_top_file(wildcards)
+    return {"g_top": path} if path else {}
+
+
+def g_top_option(wildcards):
+    path = g_top_file(wildcards)
+    return f"--g-top-from {path}" if path else ""
 
 
 def decomposition_outputs():
@@ -376,8 +460,30 @@ def figure_outputs():
     ]
 
 
+FINDINGS = [f"{RESULTS}/findings.csv", f"{RESULTS}/findings.md"]
+
+
+def findings_inputs(wildcards):
+    """The aggregated results the findings read (those the configuration makes)."""
+    inputs = {
+        "spectra": f"{RESULTS}/spectra.nc",
+        "training": f"{RESULTS}/training.nc",
+    }
+    if config["decomposition"]["hierarchy"]:
+        inputs["decomposition"] = f"{RESULTS}/decomposition.nc"
+    if config["selfcheck"]["enabled"]:
+        inputs["selfcheck"] = f"{RESULTS}/selfcheck.nc"
+    return inputs
+
+
+def findings_options(wildcards, input):
+    options = [f"--{name} {input[name]}" for name in findings_inputs(wildcards)]
+    options.append("--focus " + " ".join(map(str, focus_setting())))
+    return " ".join(options)
+
+
 def final_outputs():
-    return aggregate_outputs() + figure_outputs()
+    return aggregate_outputs() + figure_outputs() + FINDINGS
 
 
 # ---------------------------------------------------------------------------------
@@ -408,11 +514,10 @@ def candidate_histories(wildcards):
 CACHE_RESOURCE = str(config["spectra"]["cache"])
 
 
-def spectral_options(section):
-    """The estimator settings of config section `section` as options of
+def spectral_options(variants):
+    """The estimator settings for the given variants as options of
     scripts/spectrum.py (as params: a change reruns the spectra)."""
     spectra = config["spectra"]
-    variants = config[section]["variants"]
     options = [
         f"--variants {' '.join(variants)}",
         f"--num-points {spectra['num_points']}",
@@ -424,13 +529,17 @@ def spectral_options(section):
     ]
     if "plain" in variants or "deflated" in variants:
         options.append(f"--num-iters {spectra['num_iters']}")
+        options.append(f"--smoothing {spectra['smoothing']}")
     if "log" in variants:
         options.append(f"--log-num-iters {spectra['log_num_iters']}")
         options.append(f"--log-eps {spectra['log_eps']}")
+        options.append(f"--log-smoothing {spectra['log_smoothing']}")
         if spectra["log_deflate"]:
             options.append(f"--log-deflate {' '.join(spectra['log_deflate'])}")
     if "deflated" in variants or ("log" in variants and spectra["log_deflate"]):
         options.append(f"--subspace-iters {spectra['subspace_iters']}")
+        options.append(f"--subspace-tol {spectra['subspace_tol']}")
+        options.append(f"--subspace-oversample {spectra['subspace_oversample']}")
     return " ".join(options)
 
 
@@ -453,6 +562,8 @@ def selfcheck_options(wildcards):
         f" --log-num-iters {selfcheck['log_num_iters']}"
         f" --num-vectors {selfcheck['num_vectors']} --kappa {selfcheck['kappa']}"
         f" --seed {selfcheck['seed']} --eps {selfcheck['eps']}"
+        f" --smoothing {config['spectra']['smoothing']}"
+        f" --log-smoothing {config['spectra']['log_smoothing']}"
     )
 
 

@@ -1,12 +1,15 @@
 # Stage 3b: the Figure 7 quantities of train G per (selected run, epoch): the C^2
 # eigenvalues of A1 + A2 + B1 attributed to A1, B1 or A2, the class traces
-# Tr(B_{2,c})/n, and the top-C eigenpairs of G (SubspaceIteration(G, C, T)).
+# Tr(B_{2,c})/n, the eigenvalues of A1 and A2 alone, and the top-C eigenpairs of G:
+# read from the deflated train G spectrum where the workflow computes one (the same
+# SubspaceIteration(G, C, T)), else computed here.
 # Spectra of the members A1, A2, B1, B2 and of G minus one member: rule
 # decomposition_spectra in spectra.smk.
 
 
 rule decomposition:
     input:
+        unpack(g_top_input),
         selected=SELECTED,
         subsample=SUBSAMPLE,
         code=library_sources(
@@ -29,6 +32,9 @@ rule decomposition:
         seed=config["spectra"]["seed"],
         trace_probes=config["decomposition"]["trace_probes"],
         batch_size=config["spectra"]["batch_size"],
+        subspace_tol=config["spectra"]["subspace_tol"],
+        oversample=config["spectra"]["subspace_oversample"],
+        g_top=g_top_option,
     threads: 1
     resources:
         cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
@@ -38,5 +44,6 @@ rule decomposition:
         " --dataset {wildcards.dataset} --data-root {params.data_root}"
         " --subsample {input.subsample} --subspace-iters {params.subspace_iters}"
         " --trace-probes {params.trace_probes} --seed {params.seed}"
-        " --batch-size {params.batch_size}"
-        " --device auto --out {output} > {log} 2>&1"
+        " --batch-size {params.batch_size} --subspace-tol {params.subspace_tol}"
+        " --subspace-oversample {params.oversample}"
+        " {params.g_top} --device auto --out {output} > {log} 2>&1"

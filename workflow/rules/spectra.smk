@@ -1,14 +1,18 @@
-# Stage 3: spectral densities of the selected run per (epoch, split, operator), one
-# NetCDF per variant (paper Section C.2):
-#   plain     Normalization(M0 = 32, tau) + LanczosApproxSpec(M, K, n_vec, kappa)
-#   deflated  the same on the rank-C deflated operator (SubspaceIteration(C, T)),
-#             the C deflated eigenvalues kept as outliers
+# Stage 3: spectral densities of the selected run per (epoch, split), one NetCDF per
+# operator and variant (paper Section C.2):
+#   plain     LanczosApproxSpec(M, K, n_vec, kappa), normalised by Algorithm 4 with
+#             the bounds read off the same M-step run (margin tau)
+#   deflated  the same on the rank-C deflated operator (SubspaceIteration(C, T) up to
+#             the residual tolerance subspace_tol), the C deflated eigenvalues kept
+#             as outliers with their residuals and convergence flags
 #   log       the density of log10(|lambda| + eps) (Lanczos with M_log iterations),
 #             on the rank-C deflated operator for the operators in spectra.log_deflate
 #             (Figure 7 plots the log spectrum of the deflated train G).
-# One job computes every configured variant of one operator: the variants share the
-# checkpoint, the data and the operator, and one job per variant would make the
-# paper's DAG too large to build quickly (docs/workflow.md).
+# One job computes Hess, G and H with every variant configured for each
+# (spectra.variants, one list or per operator): they share the checkpoint, the data
+# and the start-up of a job, the variants of one operator share its deflation (one
+# subspace iteration for the deflated and the deflated log spectrum), and more jobs
+# would make the paper's DAG slower to build.
 # The winning run is known only after selection: the job reads its checkpoint path
 # from selected.json; selected.json depends on every candidate run, so retraining any
 # of them reruns the spectra.
@@ -17,25 +21,46 @@
 SPECTRUM_DIR = f"{RESULTS}/spectra/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}"
 
 
+def spectrum_outputs():
+    """Every configured operator with its variants, for one split (a pattern)."""
+    return [
+        f"{SPECTRUM_DIR}/{{split}}/{operator}_{variant}.nc"
+        for operator in config["spectra"]["operators"]
+        for variant in operator_variants(operator)
+    ]
+
+
+def spectrum_variant_options():
+    """--variants-of OPERATOR=V1,V2 for each operator (spectra.variants)."""
+    return " ".join(
+        f"--variants-of {operator}={','.join(operator_variants(operator))}"
+        for operator in config["spectra"]["operators"]
+        if operator_variants(operator)
+    )
+
+
+ALL_VARIANTS = sorted(
+    {v for op in config["spectra"]["operators"] for v in operator_variants(op)}
+)
+
+
 rule spectrum:
     input:
         selected=SELECTED,
         subsample=SUBSAMPLE,
         code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
     output:
-        expand(
-            f"{RESULTS}/spectra/{{{{dataset}}}}/{{{{arch}}}}/n{{{{n}}}}/e{{{{epoch}}}}/"
-            "{{split}}/{{operator}}_{variant}.nc",
-            variant=config["spectra"]["variants"],
-        ),
+        spectrum_outputs(),
     log:
-        f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/{{operator}}.log",
-    wildcard_constraints:
-        operator="hess|G|H",
+        f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/curvature.log",
     params:
         data_root=config["data_root"],
         max_test=cap_option("--max-test", config["spectra"]["max_test"]),
-        options=spectral_options("spectra"),
+        operators=" ".join(
+            op for op in config["spectra"]["operators"] if operator_variants(op)
+        ),
+        variants=spectrum_variant_options(),
+        options=spectral_options(ALL_VARIANTS or ["plain"]),
         outdir=f"{SPECTRUM_DIR}/{{split}}",
     threads: 1
     resources:
@@ -46,7 +71,7 @@ rule spectrum:
         " --dataset {wildcards.dataset} --data-root {params.data_root}"
         " --subsample {input.subsample} --split {wildcards.split}"
         " {params.max_test}"
-        " --operators {wildcards.operator} {params.options}"
+        " --operators {params.operators} {params.variants} {params.options}"
         " --cache {resources.cache}"
         " --device auto --outdir {params.outdir} > {log} 2>&1"
 
@@ -70,7 +95,7 @@ rule decomposition_spectra:
     params:
         data_root=config["data_root"],
         operators=" ".join(config["decomposition"]["operators"]),
-        options=spectral_options("decomposition"),
+        options=spectral_options(config["decomposition"]["variants"]),
         outdir=f"{SPECTRUM_DIR}/train",
     threads: 1
     resources:
