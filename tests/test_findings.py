@@ -256,7 +256,9 @@ def test_f5_attribution_of_outliers_bulks_and_a2(tmp_path):
     assert hf.f5_hierarchy(spectra, big_a2, FOCUS).verdict == "not reproduced"
     swapped = _decomposition(tmp_path, {(50, 10): -1.0}, name="sw")
     assert hf.f5_hierarchy(spectra, swapped, FOCUS).verdict == "not reproduced"
-    entries[(50, 10, "train", "G-A1", "log")] = _sd(grid, dens, lambda_max=50.0, kind="log")
+    entries[(50, 10, "train", "G-A1", "log")] = _sd(
+        grid, dens, lambda_max=50.0, kind="log"
+    )
     (tmp_path / "b").mkdir()
     kept = hf.f5_hierarchy(_spectra(tmp_path / "b", entries), dec, FOCUS)
     assert kept.verdict == "not reproduced"

@@ -41,19 +41,19 @@ each node the width of the resolution the quadrature has where it sits:
 
     h_m = max(sigma, c * min(t_m - t_{m-1}, t_{m+1} - t_m)),   c = ADAPTIVE_FACTOR = 0.5
 
-(``t`` the normalised axis, the nodes of one start in ascending order).  Twins are
-merged first: fast Lanczos places near-copies of converged eigenvalues ("ghosts",
-paper Section 5.5), and on the ``|lambda|`` axis of an almost symmetric operator (H)
-nodes come in pairs of opposite sign; two nodes much closer to each other than to
-their other neighbours (:data:`TWIN_RATIO`) count as one node for the gaps, else
-both would get a tiny width and draw a spike.  An
+(``t`` the normalised axis, the nodes of one start in ascending order; for a log
+spectrum the positive and the negative nodes apart, since on the ``|lambda|`` axis the
+two sides' nodes interleave irregularly).  Twins are merged first: fast Lanczos
+places near-copies of converged eigenvalues ("ghosts", paper Section 5.5); two nodes
+much closer to each other than to their other neighbours (:data:`TWIN_RATIO`) count
+as one node for the gaps, else both would get a tiny width and draw a spike.  An
 ``M``-node Gauss rule is exact for polynomials of degree ``2M - 1`` and cannot tell
 apart two spectra that differ only within a node's cell, so a width below the cell
 invents structure (the comb) and a width much above it erases structure the rule does
 resolve.  With ``c = 0.5`` the sum of Gaussians over evenly spaced nodes ripples by
 ``2 exp(-2 pi^2 c^2) = 1.4 %`` (``c = 0.4``: 8.5 %), while two groups of nodes
-separated by a gap wider than their spacing stay separated (tests: the Figure 8b
-matrix, a two-mode spectrum, counted local maxima and total variation against the
+separated by a gap wider than their spacing stay separated (tests: a power law, a
+two-mode spectrum, counted local maxima and total variation against the
 exact eigenvalues).  Taking the smaller of the two gaps keeps the nodes at the edge
 of a group (the top outlier, the lowest node of a bulk) from spreading across the
 gap next to them.
@@ -191,7 +191,7 @@ def gaussian_width(
 
 TWIN_RATIO = 0.25
 """Two neighbouring nodes closer than this fraction of the gaps on either side of
-them are twins (a ghost copy, or the two signs of ``|lambda|``) and share a width."""
+them are twins (a ghost copy of a converged eigenvalue) and share one width."""
 
 
 def adaptive_widths(
@@ -581,6 +581,7 @@ def _estimate(
         smoothing=smoothing,
         fixed_below=floor,
         bulk_weight=bulk_weight,
+        by_sign=eps is not None,
     )
     return SpectralDensity(
         grid=grid,
@@ -611,6 +612,7 @@ def _smoothed(
     smoothing,
     fixed_below,
     bulk_weight,
+    by_sign=False,
 ):
     """Algorithm 3 on ``[lo, hi]`` of the axis ``to_axis(theta)``: (grid, density).
 
@@ -626,9 +628,11 @@ def _smoothed(
     nodes = []
     for theta, w in (res.ritz(i) for i in range(res.num_starts)):
         x = (to_axis(theta) - c) / d
+        widths = np.full(x.shape, sigma)
         if smoothing == "adaptive":
-            widths = adaptive_widths(x, sigma, fixed_below=below)
-        else:
-            widths = np.full(x.shape, sigma)
+            # Each sign's nodes form one Gauss rule; on the |lambda| axis of a log
+            # spectrum the two interleave, so their spacings are read apart.
+            for side in (theta >= 0, theta < 0) if by_sign else (slice(None),):
+                widths[side] = adaptive_widths(x[side], sigma, fixed_below=below)
         nodes.append((x, w, widths))
     return c + d * t, _smooth(nodes, t) / d * bulk_weight
