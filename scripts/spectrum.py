@@ -105,8 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for item in args.variants_of:
         operator, _, names = item.partition("=")
         variants = [v for v in names.split(",") if v]
-        if operator not in args.operators or not variants or (
-            set(variants) - set(results.VARIANTS)
+        if (
+            operator not in args.operators
+            or not variants
+            or (set(variants) - set(results.VARIANTS))
         ):
             parser.error(
                 f"--variants-of {item!r}: expected OPERATOR=V1,V2 with OPERATOR in "

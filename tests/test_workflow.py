@@ -7,6 +7,7 @@ copied scripts import it; Snakemake is the one beside that interpreter.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -169,6 +170,35 @@ def test_report_builds(workdir):
     assert (workdir / "results" / "report.html").stat().st_size > 0
 
 
+def test_findings_table(workdir):
+    with open(workdir / "results" / "findings.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["finding"] for r in rows] == [f"F{i}" for i in range(1, 9)]
+    assert list(rows[0]) == ["finding", "paper", "measured", "verdict", "where", "rule"]
+    verdicts = {"reproduced", "not reproduced", "not applicable"}
+    assert all(r["verdict"] in verdicts and r["measured"] for r in rows)
+    # The tiny config has two checkpoints: no interior peak to look for.
+    assert rows[5]["verdict"] == "not applicable"
+    md = (workdir / "results" / "findings.md").read_text()
+    assert md.startswith("# Findings") and "| F8 |" in md
+
+
+def test_focus_only_parts_are_computed_at_the_focus_alone(workdir):
+    extra = override(
+        workdir,
+        "focus",
+        "sample_sizes: [8, 12]\nspectra:\n  focus_splits: [test]\n"
+        "decomposition:\n  focus_only: true\n",
+    )
+    proc = snakemake(workdir, "--dry-run", "--printshellcmds", configs=(extra,))
+    jobs = planned_jobs(workdir, configs=(extra,))
+    # n = 12 is new: its train spectra only (no test split, no members of G there);
+    # at the focus (n = 8) nothing is missing.
+    assert jobs["spectrum"] == 1
+    assert "decomposition_spectra" not in jobs and jobs["decomposition"] == 1
+    assert "n12/e2/train" in proc.stdout and "n12/e2/test" not in proc.stdout
+
+
 def test_second_dry_run_has_nothing_to_do(workdir):
     assert planned_jobs(workdir) == {}
 
@@ -226,6 +256,14 @@ def test_cache_budget_reruns_nothing(workdir):
         ("training:\n  learning_rates: [0]\n", "training.learning_rates[0]"),
         ("training:\n  checkpoint_epochs: [1, 3]\n", "training.checkpoint_epochs"),
         ("spectra:\n  epochs: [5]\n", "spectra.epochs"),
+        ("spectra:\n  subspace_tol: 0\n", "spectra.subspace_tol"),
+        ("spectra:\n  log_smoothing: box\n", "spectra.log_smoothing"),
+        ("spectra:\n  focus_splits: [val]\n", "spectra.focus_splits[0]"),
+        ("spectra:\n  variants: {hess: [plain]}\n", "spectra.variants"),
+        (
+            "spectra:\n  focus_splits: [test]\nfigures:\n  focus: {sample_size: 9}\n",
+            "figures.focus",
+        ),
     ],
 )
 def test_bad_config_fails_at_parse_time(tmp_path, text, key):

@@ -118,13 +118,27 @@ def spectral_epochs(dataset):
     return sorted(set(per_dataset("spectra.epochs", dataset)))
 
 
-def operator_variants(operator):
-    """Variants computed for one of Hess, G, H (`spectra.variants`: one list for all,
-    or a mapping operator -> list)."""
-    variants = config["spectra"]["variants"]
+def operator_variants(operator, key="variants"):
+    """Variants computed for one of Hess, G, H at every setting (`spectra.variants`:
+    one list for all, or a mapping operator -> list), or at the focus setting only
+    (`key="focus_variants"`, a mapping; the variants not already computed at every
+    setting)."""
+    variants = config["spectra"][key]
     if isinstance(variants, dict):
-        return list(variants.get(operator, []))
+        variants = variants.get(operator, [])
+    if key == "focus_variants":  # those not computed everywhere anyway
+        return [v for v in variants if v not in operator_variants(operator)]
     return list(variants)
+
+
+def uses_focus():
+    """Does the configuration compute anything at the focus setting only?"""
+    spectra = config["spectra"]
+    return bool(
+        spectra["focus_splits"]
+        or any(spectra["focus_variants"].values())
+        or config["decomposition"]["focus_only"]
+    )
 
 
 def focus_setting():
@@ -148,6 +162,12 @@ def check_config():
                     f"Config key 'spectra.variants' is a mapping without an entry "
                     f"for operator '{operator}' (listed in 'spectra.operators')."
                 )
+    for operator, extra in config["spectra"]["focus_variants"].items():
+        if operator not in config["spectra"]["operators"]:
+            raise WorkflowError(
+                f"Config key 'spectra.focus_variants': operator '{operator}' is not in "
+                "'spectra.operators'."
+            )
     for split in config["spectra"]["focus_splits"]:
         if split not in config["spectra"]["splits"]:
             raise WorkflowError(
@@ -219,7 +239,7 @@ def check_config():
         raise WorkflowError(
             "Config key 'figures.kinds': fig8 needs 'selfcheck.enabled: true'."
         )
-    if config["spectra"]["focus_splits"] or config["decomposition"]["focus_only"]:
+    if uses_focus():
         focus = focus_setting()
         if focus not in settings_tuples():
             raise WorkflowError(
@@ -311,11 +331,7 @@ def spectral_outputs():
     (`spectra.focus_splits`, `decomposition.focus_only`) away from the focus."""
     spectra = config["spectra"]
     decomposition = config["decomposition"]
-    focus = (
-        focus_setting()
-        if spectra["focus_splits"] or decomposition["focus_only"]
-        else None
-    )
+    focus = focus_setting() if uses_focus() else None
     paths = []
     for setting in settings_tuples():
         at_focus = setting == focus
@@ -323,7 +339,10 @@ def spectral_outputs():
             if split in spectra["focus_splits"] and not at_focus:
                 continue
             for operator in spectra["operators"]:
-                for variant in operator_variants(operator):
+                variants = operator_variants(operator)
+                if at_focus:
+                    variants += operator_variants(operator, "focus_variants")
+                for variant in variants:
                     paths.append(spectrum_path(*setting, split, operator, variant))
         if decomposition["focus_only"] and not at_focus:
             continue

@@ -21,59 +21,70 @@
 SPECTRUM_DIR = f"{RESULTS}/spectra/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}"
 
 
-def spectrum_outputs():
-    """Every configured operator with its variants, for one split (a pattern)."""
+def spectrum_outputs(key):
+    """Every configured operator with its variants (`spectra.<key>`), one split."""
     return [
         f"{SPECTRUM_DIR}/{{split}}/{operator}_{variant}.nc"
         for operator in config["spectra"]["operators"]
-        for variant in operator_variants(operator)
+        for variant in operator_variants(operator, key)
     ]
 
 
-def spectrum_variant_options():
-    """--variants-of OPERATOR=V1,V2 for each operator (spectra.variants)."""
+def spectrum_operators(key):
+    return [op for op in config["spectra"]["operators"] if operator_variants(op, key)]
+
+
+def spectrum_variant_options(key):
+    """--variants-of OPERATOR=V1,V2 for each operator (`spectra.<key>`)."""
     return " ".join(
-        f"--variants-of {operator}={','.join(operator_variants(operator))}"
-        for operator in config["spectra"]["operators"]
-        if operator_variants(operator)
+        f"--variants-of {operator}={','.join(operator_variants(operator, key))}"
+        for operator in spectrum_operators(key)
     )
 
 
-ALL_VARIANTS = sorted(
-    {v for op in config["spectra"]["operators"] for v in operator_variants(op)}
-)
+def spectrum_all_variants(key):
+    found = {v for op in spectrum_operators(key) for v in operator_variants(op, key)}
+    return sorted(found) or ["plain"]
 
 
-rule spectrum:
-    input:
-        selected=SELECTED,
-        subsample=SUBSAMPLE,
-        code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
-    output:
-        spectrum_outputs(),
-    log:
-        f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/curvature.log",
-    params:
-        data_root=config["data_root"],
-        max_test=cap_option("--max-test", config["spectra"]["max_test"]),
-        operators=" ".join(
-            op for op in config["spectra"]["operators"] if operator_variants(op)
-        ),
-        variants=spectrum_variant_options(),
-        options=spectral_options(ALL_VARIANTS or ["plain"]),
-        outdir=f"{SPECTRUM_DIR}/{{split}}",
-    threads: 1
-    resources:
-        cache=CACHE_RESOURCE,
-    shell:
-        "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
-        " --selected {input.selected} --epoch {wildcards.epoch}"
-        " --dataset {wildcards.dataset} --data-root {params.data_root}"
-        " --subsample {input.subsample} --split {wildcards.split}"
-        " {params.max_test}"
-        " --operators {params.operators} {params.variants} {params.options}"
-        " --cache {resources.cache}"
-        " --device auto --outdir {params.outdir} > {log} 2>&1"
+# rule spectrum: the variants of spectra.variants, at every setting; rule
+# spectrum_focus: those of spectra.focus_variants not already among them, at the
+# focus setting only (so the two rules never write the same file).
+for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants")):
+    if not spectrum_operators(_key):
+        continue
+
+    rule:
+        name:
+            _name
+        input:
+            selected=SELECTED,
+            subsample=SUBSAMPLE,
+            code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
+        output:
+            spectrum_outputs(_key),
+        log:
+            f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/"
+            f"{_name}.log",
+        params:
+            data_root=config["data_root"],
+            max_test=cap_option("--max-test", config["spectra"]["max_test"]),
+            operators=" ".join(spectrum_operators(_key)),
+            variants=spectrum_variant_options(_key),
+            options=spectral_options(spectrum_all_variants(_key)),
+            outdir=f"{SPECTRUM_DIR}/{{split}}",
+        threads: 1
+        resources:
+            cache=CACHE_RESOURCE,
+        shell:
+            "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
+            " --selected {input.selected} --epoch {wildcards.epoch}"
+            " --dataset {wildcards.dataset} --data-root {params.data_root}"
+            " --subsample {input.subsample} --split {wildcards.split}"
+            " {params.max_test}"
+            " --operators {params.operators} {params.variants} {params.options}"
+            " --cache {resources.cache}"
+            " --device auto --outdir {params.outdir} > {log} 2>&1"
 
 
 # The members of G and G minus one member (Figure 1), train split only: one job per
