@@ -259,7 +259,7 @@ def test_cache_budget_reruns_nothing(workdir):
         ("spectra:\n  subspace_tol: 0\n", "spectra.subspace_tol"),
         ("spectra:\n  log_smoothing: box\n", "spectra.log_smoothing"),
         ("spectra:\n  focus_splits: [val]\n", "spectra.focus_splits[0]"),
-        ("spectra:\n  variants: {hess: [plain]}\n", "spectra.variants"),
+        ("spectra:\n  variants: {hess: [flat]}\n", "spectra.variants.hess[0]"),
         (
             "spectra:\n  focus_splits: [test]\nfigures:\n  focus: {sample_size: 9}\n",
             "figures.focus",

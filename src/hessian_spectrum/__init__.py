@@ -25,7 +25,7 @@ from .operators import (
     deflate,
 )
 from .powerlaw import PowerLawFit, fit_power_law
-from .subspace import subspace_iteration
+from .subspace import SubspaceResult, subspace_iteration
 from .validation import figure8a_matrix, figure8b_matrix, wasserstein1
 
 __version__ = "0.1.0"
@@ -39,6 +39,8 @@ _SUBMODULES = {
     "training",
     "results",
     "plotting",
+    "features",
+    "findings",
 }
 
 
@@ -64,6 +66,7 @@ __all__ = [
     "lanczos_approx_spec",
     "log_spectrum",
     "subspace_iteration",
+    "SubspaceResult",
     "PowerLawFit",
     "fit_power_law",
     "figure8a_matrix",

@@ -46,7 +46,11 @@ spectrum the positive and the negative nodes apart, since on the ``|lambda|`` ax
 two sides' nodes interleave irregularly).  Twins are merged first: fast Lanczos
 places near-copies of converged eigenvalues ("ghosts", paper Section 5.5); two nodes
 much closer to each other than to their other neighbours (:data:`TWIN_RATIO`) count
-as one node for the gaps, else both would get a tiny width and draw a spike.  An
+as one node for the gaps, else both would get a tiny width and draw a spike; for the
+same reason nodes of negligible weight (:data:`LIGHT_RATIO`) are left out.  A
+converged Ritz value is an eigenvalue (or an atom of equal ones, such as the zero
+eigenvalues of G): its width is capped by its Ritz residual ``|beta_M y_m[M]|``, so
+an atom next to a wide gap is not smeared across it.  An
 ``M``-node Gauss rule is exact for polynomials of degree ``2M - 1`` and cannot tell
 apart two spectra that differ only within a node's cell, so a width below the cell
 invents structure (the comb) and a width much above it erases structure the rule does
@@ -194,18 +198,32 @@ TWIN_RATIO = 0.25
 them are twins (a ghost copy of a converged eigenvalue) and share one width."""
 
 
+LIGHT_RATIO = 1e-3
+"""A node whose quadrature weight is below this fraction of both neighbours' (a
+ghost, or a node the start vector barely sees) carries no mass worth resolving: it
+is left out of the spacings, which it would otherwise halve for its neighbours."""
+
+
 def adaptive_widths(
     nodes: np.ndarray,
     sigma: float,
     *,
+    weights: np.ndarray | None = None,
+    residuals: np.ndarray | None = None,
     factor: float = ADAPTIVE_FACTOR,
     fixed_below: float = -math.inf,
 ) -> np.ndarray:
-    """Per-node kernel widths ``max(sigma, factor * min(left gap, right gap))``.
+    """Per-node kernel widths ``max(sigma, min(factor * gap, residual))``, ``gap`` the
+    smaller of the gaps to the neighbouring nodes.
 
-    ``nodes`` are one start's Ritz nodes on the normalised axis (any order).  Twins
+    ``nodes`` are one start's Ritz nodes on the normalised axis (any order) and
+    ``weights`` their quadrature weights.  Light nodes (:data:`LIGHT_RATIO`) are left
+    out of the gaps and get the width of the nearest other node; twins
     (:data:`TWIN_RATIO`) are merged into one node at their mean before the gaps are
-    taken, and every member gets the merged node's width.  Nodes below
+    taken, and every member gets the merged node's width.  ``residuals`` (the Ritz
+    residuals ``|beta_M y_m[M]|`` in axis units) cap each width: a converged Ritz
+    value is an eigenvalue (or a cluster of equal ones, such as the zero
+    eigenvalues), whose place is known to within its residual.  Nodes below
     ``fixed_below`` (the unresolved part of a log spectrum) keep ``sigma``.  See the
     module docstring for the choice of ``factor``.
     """
@@ -215,19 +233,34 @@ def adaptive_widths(
         return widths
     order = np.argsort(nodes)
     t = nodes[order]
-    gaps = np.diff(t)
+    heavy = np.ones(t.size, bool)
+    if weights is not None:
+        w = np.asarray(weights, dtype=float)[order]
+        left = np.insert(w[:-1], 0, 0.0)
+        right = np.append(w[1:], 0.0)
+        heavy = w >= LIGHT_RATIO * np.maximum(left, right)
+    th = t[heavy]
+    if th.size < 2:
+        return widths
+    gaps = np.diff(th)
     outer = np.minimum(np.insert(gaps[:-1], 0, np.inf), np.append(gaps[1:], np.inf))
     twin = gaps < TWIN_RATIO * outer
     group = np.concatenate([[0], np.cumsum(~twin)])
-    counts = np.bincount(group)
-    centres = np.bincount(group, weights=t) / counts
+    centres = np.bincount(group, weights=th) / np.bincount(group)
     if centres.size < 2:
         return widths
     merged = np.diff(centres)
     nearest = np.minimum(np.append(merged, np.inf), np.insert(merged, 0, np.inf))
-    w = np.maximum(sigma, factor * nearest)[group]
-    w[t < fixed_below] = sigma
-    widths[order] = w
+    w_heavy = np.maximum(sigma, factor * nearest)[group]
+    # Every node takes the width of the nearest heavy node (itself, if heavy).
+    pos = np.clip(np.searchsorted(th, t), 1, th.size - 1)
+    nearer = np.where(np.abs(t - th[pos - 1]) <= np.abs(th[pos] - t), pos - 1, pos)
+    out = w_heavy[nearer]
+    out[heavy] = w_heavy
+    if residuals is not None:
+        out = np.maximum(sigma, np.minimum(out, np.asarray(residuals, float)[order]))
+    out[t < fixed_below] = sigma
+    widths[order] = out
     return widths
 
 
@@ -626,13 +659,24 @@ def _smoothed(
     sigma = gaussian_width(int(num_iters), kappa, int(num_points))
     below = (fixed_below - c) / d
     nodes = []
-    for theta, w in (res.ritz(i) for i in range(res.num_starts)):
+    for i in range(res.num_starts):
+        theta, w = res.ritz(i)
         x = (to_axis(theta) - c) / d
         widths = np.full(x.shape, sigma)
         if smoothing == "adaptive":
+            # A residual r in eigenvalue units moves the node by |d axis / d theta| r.
+            step = 1e-6 * np.maximum(np.abs(theta), 1e-300)
+            slope = np.abs(to_axis(theta + step) - to_axis(theta)) / step
+            resid = res.ritz_residuals(i) * slope / d
             # Each sign's nodes form one Gauss rule; on the |lambda| axis of a log
             # spectrum the two interleave, so their spacings are read apart.
             for side in (theta >= 0, theta < 0) if by_sign else (slice(None),):
-                widths[side] = adaptive_widths(x[side], sigma, fixed_below=below)
+                widths[side] = adaptive_widths(
+                    x[side],
+                    sigma,
+                    weights=w[side],
+                    residuals=resid[side],
+                    fixed_below=below,
+                )
         nodes.append((x, w, widths))
     return c + d * t, _smooth(nodes, t) / d * bulk_weight

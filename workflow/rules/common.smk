@@ -122,11 +122,13 @@ def operator_variants(operator, key="variants"):
     """Variants computed for one of Hess, G, H at every setting (`spectra.variants`:
     one list for all, or a mapping operator -> list), or at the focus setting only
     (`key="focus_variants"`, a mapping; the variants not already computed at every
-    setting)."""
+    setting, none for an operator not in `spectra.operators`)."""
     variants = config["spectra"][key]
     if isinstance(variants, dict):
         variants = variants.get(operator, [])
     if key == "focus_variants":  # those not computed everywhere anyway
+        if operator not in config["spectra"]["operators"]:
+            return []
         return [v for v in variants if v not in operator_variants(operator)]
     return list(variants)
 
@@ -162,12 +164,6 @@ def check_config():
                     f"Config key 'spectra.variants' is a mapping without an entry "
                     f"for operator '{operator}' (listed in 'spectra.operators')."
                 )
-    for operator, extra in config["spectra"]["focus_variants"].items():
-        if operator not in config["spectra"]["operators"]:
-            raise WorkflowError(
-                f"Config key 'spectra.focus_variants': operator '{operator}' is not in "
-                "'spectra.operators'."
-            )
     for split in config["spectra"]["focus_splits"]:
         if split not in config["spectra"]["splits"]:
             raise WorkflowError(
@@ -200,6 +196,16 @@ def check_config():
             raise WorkflowError(
                 f"Config key 'training.learning_rates': {lr} has more than 6 "
                 "significant digits (paths name the rate with 6)."
+            )
+    if uses_focus():
+        focus = focus_setting()
+        if focus not in settings_tuples():
+            raise WorkflowError(
+                "Config key 'figures.focus': the focus setting "
+                f"{dict(zip(('dataset', 'arch', 'sample_size', 'epoch'), focus))} is "
+                "not a computed setting (see 'datasets', 'archs', 'sample_sizes', "
+                "'spectra.epochs'); 'spectra.focus_splits', 'spectra.focus_variants' "
+                "and 'decomposition.focus_only' compute there."
             )
     for kind in figure_kinds():
         selection = figure_selection(kind)
@@ -239,18 +245,6 @@ def check_config():
         raise WorkflowError(
             "Config key 'figures.kinds': fig8 needs 'selfcheck.enabled: true'."
         )
-    if uses_focus():
-        focus = focus_setting()
-        if focus not in settings_tuples():
-            raise WorkflowError(
-                "Config key 'figures.focus': the focus setting "
-                f"{dict(zip(('dataset', 'arch', 'sample_size', 'epoch'), focus))} is "
-                "not a computed setting (see 'datasets', 'archs', 'sample_sizes', "
-                "'spectra.epochs'); 'spectra.focus_splits' and "
-                "'decomposition.focus_only' compute there."
-            )
-
-
 # ---------------------------------------------------------------------------------
 # Library sources as inputs: editing a module that a script imports must recompute
 # the results that depend on it (Snakemake tracks rule code and params, not imports).
