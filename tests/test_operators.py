@@ -84,3 +84,57 @@ def test_matvec_shape_errors_name_the_shape():
         op.matvec(torch.ones(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="one eigenvalue per eigenvector"):
         hs.deflate(op, torch.ones(3), torch.ones(4, 2))
+
+
+class _Duck:
+    """The README's operator contract and nothing else."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.shape = tuple(matrix.shape)
+        self.dtype = matrix.dtype
+        self.device = matrix.device
+
+    def matvec(self, v):
+        return self.matrix @ v
+
+
+class _Custom(hs.LinearOperator):
+    def __init__(self, matrix):
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matmat(self, V):
+        return self.matrix @ V
+
+
+def test_duck_typed_operator_runs_the_estimators():
+    A = torch.diag(torch.arange(1.0, 41.0, dtype=torch.float64))
+    duck = _Duck(A)
+    op = hs.as_operator(duck)
+    V = torch.randn(40, 3, dtype=torch.float64)
+    torch.testing.assert_close(op.matvec(V), A @ V, rtol=1e-12, atol=1e-12)
+    assert op.num_products == 3  # the symmetry probe is not counted
+    sd = hs.lanczos_approx_spec(duck, num_iters=40, num_points=256, seed=0)
+    assert sd.extremes == pytest.approx((1.0, 40.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("wrap", [_Duck, _Custom])
+def test_non_symmetric_user_operators_are_refused(wrap):
+    A = _sym(8)
+    A[0, 1] += 1.0
+    with pytest.raises(ValueError, match="not symmetric"):
+        hs.as_operator(wrap(A))
+    with pytest.raises(ValueError, match="not symmetric"):
+        hs.lanczos_approx_spec(wrap(A), num_iters=8)
+    ok = wrap(_sym(8))
+    assert hs.as_operator(ok).shape == (8, 8)
+
+
+def test_duck_with_wrong_matvec_shape_is_named():
+    class Bad(_Duck):
+        def matvec(self, v):
+            return (self.matrix @ v).sum()
+
+    with pytest.raises(ValueError, match="Bad.matvec"):
+        hs.as_operator(Bad(_sym(4)))

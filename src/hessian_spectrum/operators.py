@@ -239,14 +239,60 @@ def deflate(
     return DeflatedOperator(op, values, vectors)
 
 
-def as_operator(x: Any, *, check_symmetry: bool = True) -> LinearOperator:
-    """Wrap a torch tensor, numpy array or scipy LinearOperator as an operator.
+class DuckOperator(LinearOperator):
+    """Adapter for any object with the README's operator contract: ``shape == (p, p)``,
+    a torch ``dtype``, a ``device`` and ``matvec`` on ``(p,)`` or ``(p, k)`` tensors."""
 
-    Operators pass through unchanged.  Dense inputs must be square and symmetric
-    (checked to a relative tolerance of ``1e-6`` of the largest entry in float32,
-    ``1e-12`` in float64); scipy operators are checked on two random probes.
+    def __init__(self, op: Any):
+        rows, cols = (int(n) for n in op.shape)
+        if rows != cols:
+            raise ValueError(f"operator must be square, got shape {tuple(op.shape)}")
+        super().__init__(rows, op.dtype, op.device)
+        self.op = op
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = self.op.matvec(V)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(V.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+            raise ValueError(
+                f"{type(self.op).__name__}.matvec on a ({self.size}, {V.shape[1]}) "
+                f"block must return a tensor of that shape, got {got}"
+            )
+        return out
+
+
+_CHECKED = "_hessian_spectrum_symmetric"  # set on user operators probed once
+
+
+def _probe_once(op: LinearOperator, owner: Any) -> None:
+    """Probe a user-supplied operator for symmetry the first time it is seen (the
+    probe's products are not counted in ``num_products``)."""
+    if getattr(owner, _CHECKED, False):
+        return
+    before = op.num_products
+    check_symmetric(op)
+    op.num_products = before
+    try:
+        setattr(owner, _CHECKED, True)
+    except AttributeError:  # objects with __slots__: probed on every call
+        pass
+
+
+def as_operator(x: Any, *, check_symmetry: bool = True) -> LinearOperator:
+    """Wrap a torch tensor, numpy array, scipy LinearOperator or any object with the
+    operator contract (``shape``, torch ``dtype``, ``device``, ``matvec``).
+
+    The package's own operators pass through unchanged (symmetric by construction).
+    Everything else is checked for symmetry: dense inputs exactly (to a relative
+    tolerance of ``1e-6`` of the largest entry in float32, ``1e-12`` in float64),
+    operators -- scipy ones, duck-typed ones and subclasses of
+    :class:`LinearOperator` defined outside the package -- on random probes
+    ``<u, Av>`` against ``<Au, v>`` (:func:`check_symmetric`; once per object where it
+    takes an attribute).
     """
     if isinstance(x, LinearOperator):
+        if check_symmetry and not type(x).__module__.startswith("hessian_spectrum"):
+            _probe_once(x, x)
         return x
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
@@ -257,14 +303,25 @@ def as_operator(x: Any, *, check_symmetry: bool = True) -> LinearOperator:
         if check_symmetry:
             _check_dense_symmetric(x)
         return op
+    if (
+        hasattr(x, "shape")
+        and hasattr(x, "matvec")
+        and isinstance(getattr(x, "dtype", None), torch.dtype)
+        and hasattr(x, "device")
+    ):
+        op = DuckOperator(x)
+        if check_symmetry:
+            _probe_once(op, x)
+        return op
     if hasattr(x, "shape") and (hasattr(x, "matvec") or hasattr(x, "__matmul__")):
         op = ScipyOperator(x)
         if check_symmetry:
             check_symmetric(op)
         return op
     raise TypeError(
-        "as_operator expects a torch.Tensor, numpy.ndarray, scipy LinearOperator or "
-        f"hessian_spectrum LinearOperator, got {type(x).__name__}"
+        "as_operator expects a torch.Tensor, numpy.ndarray, scipy LinearOperator, "
+        "hessian_spectrum LinearOperator or an object with shape, a torch dtype, "
+        f"device and matvec; got {type(x).__name__}"
     )
 
 
