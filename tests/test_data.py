@@ -8,6 +8,7 @@ python pickle batches under ``<root>/cifar-10-batches-py``.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -250,3 +251,41 @@ def test_unknown_dataset_lists_known_ones():
         assert name in str(err.value)
     with pytest.raises(ValueError, match="split"):
         load_dataset("mnist_embedded", split="val")
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    _fake_mnist(tmp_path, "MNIST")
+    images = tmp_path / "MNIST/raw/train-images-idx3-ubyte"
+    os.truncate(images, images.stat().st_size - 100)
+    with pytest.raises(ValueError, match=f"{images}.*damaged.*shape \\(20, 28, 28\\)"):
+        load_dataset("mnist", root=tmp_path)
+    images.write_bytes(b"<html>404</html>")
+    with pytest.raises(ValueError, match=f"{images} is not an IDX file"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_truncated_cifar_batch_is_named(tmp_path):
+    _fake_cifar(tmp_path, 10)
+    batch = tmp_path / "cifar-10-batches-py/data_batch_3"
+    os.truncate(batch, batch.stat().st_size // 2)
+    with pytest.raises(ValueError, match=f"{batch} cannot be read as a CIFAR"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+def test_labels_out_of_range_are_named(tmp_path):
+    _fake_mnist(tmp_path, "MNIST")
+    _write_idx(tmp_path / "MNIST/raw/train-labels-idx1-ubyte", np.arange(20) % 12)
+    with pytest.raises(
+        ValueError, match=r"'mnist' \(train split\) has labels \[10, 11\]"
+    ):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_catalog_matches_the_embedded_set_and_the_readers():
+    from hessian_spectrum import catalog
+    from hessian_spectrum.data import DATASETS
+
+    assert set(catalog.TRAIN_PER_CLASS) == set(DATASETS) == set(catalog.NUM_CLASSES)
+    train = load_dataset("mnist_embedded")
+    counts = np.bincount(train.y.numpy())
+    assert counts.min() == catalog.TRAIN_PER_CLASS["mnist_embedded"]

@@ -197,6 +197,12 @@ def _finish(
     mean, std = NORMALIZATION[name]
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = sorted({int(v) for v in y[(y < 0) | (y >= num_classes)].unique()})
+        raise ValueError(
+            f"data set {name!r} ({split} split) has labels {bad[:5]} outside "
+            f"0..{num_classes - 1}: its label file does not belong to this data set"
+        )
     return ImageData(x.contiguous(), y, num_classes=num_classes, name=name, split=split)
 
 
@@ -248,6 +254,8 @@ def _mnist_like(cls_name: str, folder: str, name: str):
         ]
         if not download:
             _require_files(name, raw, expected, note="uncompressed IDX files")
+            for file in expected:
+                _check_idx(raw / file)
         ds = getattr(tvd, cls_name)(
             str(root), train=split == "train", download=download
         )
@@ -284,7 +292,11 @@ def _cifar(cls_name: str, name: str, num_classes: int):
         expected.append(base.meta["filename"])
         if not download:
             _require_files(name, folder, expected, note="python pickle batches")
-        ds = unchecked(str(root), train=split == "train", download=download)
+        try:
+            ds = unchecked(str(root), train=split == "train", download=download)
+        except Exception as err:
+            _name_bad_pickle(name, folder, expected, err)
+            raise
         images = np.asarray(ds.data).transpose(0, 3, 1, 2)  # HWC -> CHW
         return _finish(
             images,
@@ -296,6 +308,46 @@ def _cifar(cls_name: str, name: str, num_classes: int):
         )
 
     return load
+
+
+_IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # bytes per item
+
+
+def _check_idx(path: Path) -> None:
+    """Refuse an IDX file whose header does not match its length (truncated, or not
+    IDX at all), naming the file: torchvision would fail with a numpy reshape error."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES:
+            raise ValueError(f"{path} is not an IDX file (magic number {head.hex()})")
+        ndim = head[3]
+        dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise ValueError(f"{path} is truncated inside its IDX header")
+    dims = [int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + _IDX_TYPES[head[2]] * int(np.prod(dims, dtype=np.int64))
+    if size != expected:
+        raise ValueError(
+            f"{path} is damaged: its IDX header announces shape {tuple(dims)} "
+            f"({expected} bytes) but the file has {size} bytes"
+        )
+
+
+def _name_bad_pickle(name: str, folder: Path, files: list[str], err: Exception):
+    """Re-raise a failed CIFAR read naming the batch file that cannot be unpickled."""
+    import pickle
+
+    for file in files:
+        try:
+            with open(folder / file, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        except Exception as bad:  # noqa: BLE001 -- any failure names the file
+            raise ValueError(
+                f"data set {name!r}: {folder / file} cannot be read as a CIFAR python "
+                f"pickle batch ({type(bad).__name__}: {bad}); it is truncated or not "
+                f"from the official archive"
+            ) from err
 
 
 def _require_files(name: str, folder: Path, expected: list[str], note: str) -> None:
