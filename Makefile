@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 # the paper's findings in results/findings.csv, figures and findings in
 # results/report.html.
 run: install
-	$(VENV)/bin/snakemake --cores $(CORES) --profile profiles/default
-	$(VENV)/bin/snakemake --profile profiles/default --report results/report.html
+	$(VENV)/bin/snakemake --cores $(CORES) --profile profiles/local
+	$(VENV)/bin/snakemake --profile profiles/local --report results/report.html
 	@cat results/findings.md
 
 test: install

@@ -1,6 +1,6 @@
 # hessian-spectrum workflow: subsample -> train -> select -> spectra -> NetCDF -> figures.
 #
-#   .venv/bin/snakemake --profile profiles/default                 # embedded default
+#   .venv/bin/snakemake --profile profiles/local                   # embedded default
 #   .venv/bin/snakemake --profile profiles/slurm --configfile config/paper.yaml
 #
 # Every stage lives in workflow/rules/<stage>.smk; helpers (plain functions) in

@@ -8,8 +8,13 @@ CLUSTER=hstest
 HOST=$(hostname -s)
 bash "$(dirname "$0")/stop.sh"  # daemons left over from an earlier start
 getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >>/etc/hosts
-CPUS=$(nproc)
-MEM=$(($(free -m | awk '/^Mem:/ {print $2}') * 9 / 10))
+# profiles/slurm runs here as shipped: its placeholder account and partitions exist,
+# and the node announces the CPUs and memory its largest requests ask for (4 CPUs,
+# 64 GB per job; config_overrides lets slurmd start with more than the machine has:
+# the tiny config's jobs use a fraction of it).
+CPUS=$(( $(nproc) > 8 ? $(nproc) : 8 ))
+MEM=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
+MEM=$(( MEM > 131072 ? MEM : 131072 ))
 
 mkdir -p /etc/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
 # A DRAIN state would survive restarts.
@@ -37,8 +42,11 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 GresTypes=gpu
+SlurmdParameters=config_overrides
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=CHANGE-ME-cpu-partition Nodes=ALL MaxTime=INFINITE State=UP
+PartitionName=CHANGE-ME-gpu-partition Nodes=ALL MaxTime=INFINITE State=UP
 CONF
 echo "NodeName=$HOST Name=gpu File=/dev/null" >/etc/slurm/gres.conf
 cat >/etc/slurm/slurmdbd.conf <<CONF
@@ -88,6 +96,8 @@ mysql -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'hstest';
 slurmdbd
 wait_for 30 slurmdbd sacctmgr -n list cluster
 sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
+sacctmgr -i add account CHANGE-ME-account cluster="$CLUSTER" >/dev/null 2>&1 || true
+sacctmgr -i add user root account=CHANGE-ME-account cluster="$CLUSTER" >/dev/null 2>&1 || true
 
 slurmctld
 wait_for 30 slurmctld scontrol ping
