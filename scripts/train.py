@@ -2,7 +2,9 @@
 
 Writes ``<outdir>/epoch_<E>.pt`` for every ``--checkpoint-epochs`` entry and
 ``<outdir>/history.json``; resumes from the newest checkpoint already in ``outdir``
-(a rolling ``last.pt`` exists only while a run is unfinished).  A diverged run still
+(a rolling ``last.pt`` exists only while a run is unfinished).  With ``--state-dir``
+the run lives there and its checkpoints and history are hard-linked into ``outdir``
+when it is done (see ``hessian_spectrum.training.publish_run``).  A diverged run still
 writes every declared file (placeholder checkpoints flagged ``diverged``).
 """
 
@@ -17,7 +19,7 @@ import torch
 
 from hessian_spectrum.data import DATASETS, load_dataset
 from hessian_spectrum.models import MODELS
-from hessian_spectrum.training import train
+from hessian_spectrum.training import publish_run, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, help="CPU threads for torch (default: torch's choice)"
     )
     parser.add_argument("--outdir", type=Path, required=True)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="train (and resume) here, then hard-link the checkpoints and history "
+        "into --outdir (the workflow: Snakemake deletes --outdir before a rerun)",
+    )
     parser.add_argument(
         "--download", action="store_true", help="let torchvision fetch missing files"
     )
@@ -112,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         checkpoint_epochs=args.checkpoint_epochs,
-        outdir=args.outdir,
+        outdir=args.state_dir or args.outdir,
         resume_every=args.resume_every or None,
         device=args.device,
         config=config,
     )
+    if args.state_dir is not None:
+        publish_run(args.state_dir, args.outdir, [*args.checkpoint_epochs, args.epochs])
 
 
 if __name__ == "__main__":

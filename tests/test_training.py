@@ -20,6 +20,7 @@ from hessian_spectrum.training import (
     _milestones,
     load_checkpoint,
     load_model,
+    publish_run,
     select_best,
     train,
 )
@@ -244,20 +245,23 @@ def test_corrupt_or_truncated_checkpoint_is_named(data, tmp_path):
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(ValueError, match=f"{path}.*corrupt or truncated"):
         load_checkpoint(path)
-    with pytest.raises(
-        ValueError, match=str(path)
-    ):  # resuming refuses, overwrites nothing
-        train(
-            MLP,
-            train_set,
-            test_set,
-            lr=0.05,
-            epochs=1,
-            checkpoint_epochs=[1],
-            outdir=tmp_path,
-            log=None,
-        )
-    assert path.read_bytes() == blob[: len(blob) // 2]
+    # Resuming checks every checkpoint whole: the damaged one is moved aside (kept,
+    # not overwritten) and produced again, equal to the original.
+    lines = []
+    again = train(
+        MLP,
+        train_set,
+        test_set,
+        lr=0.05,
+        epochs=1,
+        checkpoint_epochs=[1],
+        outdir=tmp_path,
+        log=lines.append,
+    )
+    aside = tmp_path / "epoch_1.pt.corrupt"
+    assert aside.read_bytes() == blob[: len(blob) // 2]
+    assert "damaged" in lines[0] and "epoch_1.pt" in lines[0]
+    assert _same_weights(again.model, load_model(path))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=str(path)):
         load_checkpoint(path)
@@ -266,6 +270,111 @@ def test_corrupt_or_truncated_checkpoint_is_named(data, tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_added_checkpoint_epoch_trains_only_up_to_it(data, tmp_path):
+    """A checkpoint epoch added to a finished run is produced by resuming from the
+    checkpoint before it; the final state is kept, not trained again."""
+    train_set, test_set = data
+    kwargs = dict(lr=0.05, epochs=6, batch_size=32, log=None)
+    train(MLP, train_set, test_set, checkpoint_epochs=[1, 6], outdir=tmp_path, **kwargs)
+    final = tmp_path / "epoch_6.pt"
+    stamp = final.stat().st_mtime_ns
+    lines = []
+    run = train(
+        MLP,
+        train_set,
+        test_set,
+        checkpoint_epochs=[1, 4, 6],
+        outdir=tmp_path,
+        **{**kwargs, "log": lines.append},
+    )
+    assert lines[0].startswith("resuming from epoch 1")
+    assert "training only up to epoch 4" in lines[1]
+    assert sum(line.startswith("epoch ") for line in lines) == 3  # epochs 2, 3, 4
+    assert final.stat().st_mtime_ns == stamp
+    fresh = train(
+        MLP,
+        train_set,
+        test_set,
+        checkpoint_epochs=[1, 4, 6],
+        outdir=tmp_path / "fresh",
+        **kwargs,
+    )
+    assert _same_weights(
+        load_model(tmp_path / "epoch_4.pt"), load_model(tmp_path / "fresh/epoch_4.pt")
+    )
+    assert _same_weights(run.model, fresh.model)
+    assert _without_seconds(run.history["records"]) == _without_seconds(
+        fresh.history["records"]
+    )
+
+
+def test_more_epochs_continue_before_the_first_milestone_that_differs(data, tmp_path):
+    """30 epochs (milestones 10, 20) then 33 (11, 22): the schedules agree up to
+    epoch 10, so the longer run resumes from the checkpoint at epoch 9 and skips the
+    one at 15; it ends equal to a fresh 33-epoch run."""
+    train_set, test_set = data
+    kwargs = dict(lr=0.05, batch_size=64, log=None)
+    train(
+        MLP,
+        train_set,
+        test_set,
+        epochs=30,
+        checkpoint_epochs=[5, 9, 15, 30],
+        outdir=tmp_path,
+        **kwargs,
+    )
+    lines = []
+    longer = train(
+        MLP,
+        train_set,
+        test_set,
+        epochs=33,
+        checkpoint_epochs=[5, 9, 15, 33],
+        outdir=tmp_path,
+        **{**kwargs, "log": lines.append},
+    )
+    assert any("not using" in line and "epoch_15.pt" in line for line in lines)
+    assert any(line.startswith("resuming from epoch 9") for line in lines)
+    fresh = train(
+        MLP,
+        train_set,
+        test_set,
+        epochs=33,
+        checkpoint_epochs=[5, 9, 15, 33],
+        outdir=tmp_path / "fresh",
+        **kwargs,
+    )
+    assert _same_weights(longer.model, fresh.model)
+    assert _without_seconds(longer.history["records"]) == _without_seconds(
+        fresh.history["records"]
+    )
+    assert longer.history["config"]["milestones"] == [11, 22]
+
+
+def test_publish_run_links_the_declared_files(data, tmp_path):
+    train_set, test_set = data
+    state, out = tmp_path / "state", tmp_path / "out"
+    train(
+        MLP,
+        train_set,
+        test_set,
+        lr=0.05,
+        epochs=2,
+        checkpoint_epochs=[1, 2],
+        outdir=state,
+        log=None,
+    )
+    written = publish_run(state, out, [1, 2])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "epoch_1.pt",
+        "epoch_2.pt",
+        "history.json",
+    ]
+    assert all(p.stat().st_ino == (state / p.name).stat().st_ino for p in written)
+    with pytest.raises(FileNotFoundError, match="epoch_3.pt"):
+        publish_run(state, out, [3])
 
 
 def test_checkpoint_of_another_run_is_not_overwritten(data, tmp_path):

@@ -41,6 +41,7 @@ _SUBMODULES = {
     "plotting",
     "features",
     "findings",
+    "integrity",
 }
 
 

@@ -31,6 +31,7 @@ Example
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -502,8 +503,14 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> tuple[Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = path.with_suffix(".png"), path.with_suffix(".pdf")
-    fig.savefig(png, dpi=dpi)
-    fig.savefig(pdf)
+    for target, options in ((png, {"dpi": dpi}), (pdf, {})):
+        # atomically: a killed job leaves no half-written figure under its name
+        tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
+        try:
+            fig.savefig(tmp, format=target.suffix[1:], **options)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return png, pdf
 
 

@@ -468,12 +468,25 @@ def _fill_value(dtype: np.dtype):
     return np.nan
 
 
+def _load(path: str | os.PathLike) -> xr.Dataset:
+    """``xr.load_dataset`` with an error that names the file."""
+    try:
+        return xr.load_dataset(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError
+        raise ValueError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); it is damaged: "
+            f"delete it (or move it aside) and rerun, the workflow regenerates it"
+        ) from err
+
+
 def combine(paths: Sequence[str | os.PathLike], kind: str) -> xr.Dataset:
     """Stack per-job files of ``kind`` ("spectra", "decomposition", "selfcheck") into
     one dataset over the union of their keys (NaN where a combination is missing;
     inner dimensions such as ``outlier`` padded with NaN)."""
     keys = KEYS[kind]
-    parts = [xr.load_dataset(p) for p in paths]
+    parts = [_load(p) for p in paths]
     if not parts:
         raise ValueError(f"no per-job files to combine into {kind}")
     coords = {

@@ -15,13 +15,19 @@ so that a run resumed from a checkpoint continues exactly where it stopped: on t
 CPU the final weights equal those of an uninterrupted run bit for bit.  Files are
 written atomically (temporary file in the same directory, fsync, ``os.replace``).
 
-Resume design: ``epoch_<E>.pt`` is written at every configured checkpoint epoch,
-and a rolling ``last.pt`` every ``resume_every`` epochs; ``last.pt`` is removed when
-the run finishes, so a finished run directory holds only its declared outputs.  On
-start, ``train`` resumes from the newest checkpoint in ``outdir`` that lies at or
-before the first checkpoint epoch still missing (so a file added to the checkpoint
-list later is produced too), after checking that it belongs to the same run
-(model, data, learning rate, epochs, seed, optimiser settings).
+Resume design: ``epoch_<E>.pt`` is written at every configured checkpoint epoch (the
+workflow always includes the last epoch), and a rolling ``last.pt`` every
+``resume_every`` epochs; ``last.pt`` is removed when the run finishes, so a finished
+run directory holds only its declared outputs.  On start, ``train`` checks every
+checkpoint already in ``outdir`` whole (a damaged one is moved aside to
+``<name>.corrupt`` and produced again), refuses one of a different run (model, data,
+learning rate, seed, optimiser settings) and resumes from the newest usable state at
+or before the first checkpoint epoch still missing (the last epoch counts as missing
+unless it is a checkpoint), so that a checkpoint epoch added later is produced too;
+when the final state is already there it trains only up to the last missing
+checkpoint.  A run with more or fewer epochs is the same run up to the first
+milestone on which the two learning-rate schedules disagree (the milestones sit at
+1/3 and 2/3 of the epochs), so it continues from the newest checkpoint before that.
 
 Divergence: a non-finite training loss (any batch, or the epoch's evaluated train
 or test loss) stops the run.  ``history.json`` gets ``"diverged": true`` and the
@@ -45,6 +51,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +68,7 @@ from .models import build_model
 __all__ = [
     "TrainResult",
     "train",
+    "publish_run",
     "load_checkpoint",
     "load_model",
     "load_selected",
@@ -80,16 +88,15 @@ CHECKPOINT_KEYS = (
     "history",
 )
 MODEL_SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "input_size")
-# Settings that must agree between a checkpoint and the run resuming from it.
+# Settings that must agree between a checkpoint and the run resuming from it (the
+# number of epochs may differ: see _schedule_agrees).
 _RUN_IDENTITY = (
     "model_spec",
     "lr",
-    "epochs",
     "seed",
     "batch_size",
     "momentum",
     "weight_decay",
-    "milestones",
     "n_train",
     "train_labels_sha",
 )
@@ -333,23 +340,82 @@ def _check_same_run(path: Path, ckpt: dict, config: dict) -> None:
             )
 
 
-def _find_resume_point(outdir: Path, checkpoint_epochs: list[int], epochs: int):
-    """The checkpoint to resume from, as ``(path, loaded dict)``, or ``None``."""
-    files = _checkpoint_files(outdir)
-    missing = [e for e in checkpoint_epochs if e not in files]
-    if epochs not in files:
-        missing.append(epochs)
-    limit = min(missing) if missing else epochs
-    candidates = {e: p for e, p in files.items() if e <= limit}
+def _schedule_agrees(ckpt: dict, config: dict) -> bool:
+    """Whether the run of ``config`` passes through the state of ``ckpt``: the same
+    run (see :data:`_RUN_IDENTITY`) whose learning rate was the same in every epoch
+    up to the checkpoint's. A run with more (or fewer) epochs has other milestones
+    (1/3 and 2/3 of the epochs), so it shares the checkpoints before the first
+    milestone on which the two schedules disagree."""
+    epoch = int(ckpt["epoch"])
+    if epoch > config["epochs"]:
+        return False
+    old = [m for m in ckpt.get("config", {}).get("milestones", []) if m <= epoch]
+    new = [m for m in config["milestones"] if m <= epoch]
+    return old == new
+
+
+def _usable_checkpoints(
+    outdir: Path, config: dict, log: Callable[[str], None] | None
+) -> dict[int, Path]:
+    """The checkpoints in ``outdir`` this run can keep or resume from, by epoch.
+
+    Each one is checked whole (zip CRCs, then read): a damaged file is moved aside to
+    ``<name>.corrupt`` and counts as missing, so that it is produced again; one of
+    the same run with another schedule beyond its epoch counts as missing (it is
+    overwritten when the epoch comes); one of a different run is an error.
+    """
+    from . import integrity
+
+    usable: dict[int, Path] = {}
+    files = sorted(_checkpoint_files(outdir).items())
     last = outdir / LAST
     if last.is_file():
-        ckpt = load_checkpoint(last)
-        if ckpt["epoch"] <= limit and ckpt["epoch"] >= max(candidates, default=0):
-            return last, ckpt
-    if not candidates:
-        return None
-    best = max(candidates)
-    return candidates[best], load_checkpoint(candidates[best])
+        files.append((-1, last))
+    for epoch, path in files:
+        found = integrity.defect(path, deep=True)
+        ckpt = None
+        if found is None:
+            try:
+                ckpt = load_checkpoint(path)
+            except ValueError as err:
+                found = str(err)
+        if ckpt is None:
+            moved = integrity.quarantine(path)
+            if log is not None:
+                log(f"{path} is damaged ({found}); moved aside to {moved.name}")
+            continue
+        _check_same_run(path, ckpt, config)
+        if not _schedule_agrees(ckpt, config):
+            if log is not None:
+                log(
+                    f"not using {path}: epoch {ckpt['epoch']} of a schedule with "
+                    f"milestones {ckpt['config'].get('milestones')}, this run has "
+                    f"{config['milestones']}"
+                )
+            continue
+        if epoch == -1:
+            epoch = -int(ckpt["epoch"]) - 1  # last.pt: kept apart from epoch files
+        usable[epoch] = path
+    return usable
+
+
+def _plan(usable: dict[int, Path], checkpoint_epochs: list[int], epochs: int):
+    """``(resume path or None, resume epoch, stop epoch)``: the newest usable state at
+    or before the first missing checkpoint (or ``last.pt`` when newer), and the last
+    epoch still to produce (``epochs`` when the final state is missing)."""
+    wanted = sorted(set(checkpoint_epochs) | {epochs})
+    missing = [e for e in wanted if e not in usable]
+    if not missing:
+        return usable[epochs], epochs, epochs
+    limit = min(missing)
+    states = {e: p for e, p in usable.items() if 0 < e <= limit}
+    for key, path in usable.items():
+        if key < 0 and -key - 1 <= limit:  # last.pt at epoch -key - 1
+            states.setdefault(-key - 1, path)
+    if not states:
+        return None, 0, max(missing)
+    start = max(states)
+    return states[start], start, max(missing)
 
 
 def train(
@@ -459,28 +525,36 @@ def train(
     out = Path(outdir) if outdir is not None else None
     last_good = None  # the state at the end of the last completed epoch
     diverged_epoch = None
+    stop = epochs  # the last epoch to train
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        found = _find_resume_point(out, checkpoint_epochs, epochs)
-        if found is not None:
-            path, last_good = found
-            _check_same_run(path, last_good, run_config)
+        usable = _usable_checkpoints(out, run_config, log)
+        path, start, stop = _plan(usable, checkpoint_epochs, epochs)
+        if path is not None:
+            last_good = load_checkpoint(path)
             model.load_state_dict(last_good["model_state"])
             optimizer.load_state_dict(last_good["optimizer_state"])
             scheduler.load_state_dict(last_good["scheduler_state"])
+            # A run with more epochs shares this state but not the later milestones.
+            scheduler.milestones = Counter(run_config["milestones"])
             _set_rng_state(last_good["rng_state"], data_order)
             records = list(last_good["history"])
             if last_good.get("diverged", False):
                 diverged_epoch = int(last_good["diverged_epoch"])
             if log is not None:
-                log(f"resuming from {path} (epoch {last_good['epoch']})")
+                log(f"resuming from epoch {last_good['epoch']} ({path})")
+        if stop < epochs and log is not None:
+            log(
+                f"the final state (epoch {epochs}) is already there: training "
+                f"only up to epoch {stop}, for the missing checkpoints"
+            )
     if last_good is None:
         last_good = snapshot(0)
 
     xtr, ytr = x_train.to(dev), y_train.to(dev)
     xte, yte = x_test.to(dev), y_test.to(dev)
     epoch = int(last_good["epoch"])
-    while diverged_epoch is None and epoch < epochs:
+    while diverged_epoch is None and epoch < stop:
         tic = time.perf_counter()
         epoch_lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -525,6 +599,14 @@ def train(
         if log is not None:
             log(_progress(epochs, records[-1]))
 
+    if diverged_epoch is None and epoch < epochs:
+        # Trained up to ``stop`` for missing checkpoints only: the same run's final
+        # state is on disk (_plan), bit-identical to what the remaining epochs give.
+        last_good = load_checkpoint(out / f"epoch_{epochs}.pt")
+        model.load_state_dict(last_good["model_state"])
+        records = list(last_good["history"])
+        if last_good.get("diverged", False):
+            diverged_epoch = int(last_good["diverged_epoch"])
     diverged = diverged_epoch is not None
     if diverged:
         if log is not None:
@@ -551,6 +633,42 @@ def train(
         write_json(out / HISTORY, history)
         (out / LAST).unlink(missing_ok=True)
     return TrainResult(model=model.eval(), history=history)
+
+
+def publish_run(
+    state_dir: str | os.PathLike,
+    outdir: str | os.PathLike,
+    checkpoint_epochs: Iterable[int],
+) -> list[Path]:
+    """Give ``outdir`` the finished run of ``state_dir``: ``epoch_<E>.pt`` for each of
+    ``checkpoint_epochs`` and ``history.json``, as hard links (copies where the two
+    folders lie on different file systems); return the files written.
+
+    The workflow trains in a state folder that Snakemake does not manage and publishes
+    into the declared output: Snakemake deletes a ``directory()`` output before it
+    reruns the job (after a kill, a time limit or a new checkpoint epoch), which would
+    take every checkpoint with it; the state folder keeps them to resume from.
+    """
+    import shutil
+
+    state, out = Path(state_dir), Path(outdir)
+    names = [f"epoch_{int(e)}.pt" for e in sorted(set(checkpoint_epochs))] + [HISTORY]
+    missing = [n for n in names if not (state / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{state} lacks {', '.join(missing)}: train first")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        target = out / name
+        tmp = out / f".{name}.publish"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(state / name, tmp)
+        except OSError:
+            shutil.copy2(state / name, tmp)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
 
 
 def _cpu_copy(obj: Any) -> Any:

@@ -1,53 +1,72 @@
 # Stage 4: the aggregated, self-describing NetCDF files (schemas in docs/CONTRACTS.md),
 # rebuilt from the per-job files, which stay the source of truth.
 #
-# scripts/aggregate.py reads its input paths from stdin: at the paper's scale (tens of
-# thousands of files) they exceed the length limit of one shell command line.
+# update(): Snakemake keeps the previous aggregate while the job runs (instead of
+# deleting it first) and restores it when the job fails, e.g. on an input that cannot
+# be read; the job writes the new one atomically. Damaged inputs are moved aside
+# before (intact_inputs, common.smk) and regenerated in the same run.
+#
+# scripts/aggregate.py reads its input paths from a listing file (aggregate_listing,
+# common.smk): at the paper's scale (tens of thousands of files) they exceed the
+# length limit of one shell command line. shell, not run: Snakemake 9.27 restores an
+# update() output after a failed shell job, but not after a failed run: job.
 
 rule aggregate_spectra:
     input:
-        spectra=spectral_outputs(),
+        spectra=intact_inputs(spectral_outputs, f"{RESULTS}/spectra.nc"),
         code=library_sources("results"),
     output:
-        f"{RESULTS}/spectra.nc",
+        update(f"{RESULTS}/spectra.nc"),
     log:
         f"{LOGS}/aggregate/spectra.log",
-    run:
-        run_aggregate("spectra", input.spectra, output[0], log[0])
+    params:
+        listing=aggregate_listing("spectra", "spectra"),
+    shell:
+        "python scripts/aggregate.py spectra --out {output} --inputs-from {params.listing}"
+        " > {log} 2>&1 && rm -f {output}.previous"
 
 
 rule aggregate_training:
     input:
-        runs=training_outputs(),
-        selected=selection_outputs(),
+        runs=intact_inputs(training_outputs, f"{RESULTS}/training.nc"),
+        selected=intact_inputs(selection_outputs, f"{RESULTS}/training.nc"),
         code=library_sources("results"),
     output:
-        f"{RESULTS}/training.nc",
+        update(f"{RESULTS}/training.nc"),
     log:
         f"{LOGS}/aggregate/training.log",
-    run:
-        run_aggregate("training", input.runs + input.selected, output[0], log[0])
+    params:
+        listing=aggregate_listing("training", "runs selected"),
+    shell:
+        "python scripts/aggregate.py training --out {output} --inputs-from {params.listing}"
+        " > {log} 2>&1 && rm -f {output}.previous"
 
 
 rule aggregate_decomposition:
     input:
-        decomposition=decomposition_outputs(),
+        decomposition=intact_inputs(decomposition_outputs, f"{RESULTS}/decomposition.nc"),
         code=library_sources("results"),
     output:
-        f"{RESULTS}/decomposition.nc",
+        update(f"{RESULTS}/decomposition.nc"),
     log:
         f"{LOGS}/aggregate/decomposition.log",
-    run:
-        run_aggregate("decomposition", input.decomposition, output[0], log[0])
+    params:
+        listing=aggregate_listing("decomposition", "decomposition"),
+    shell:
+        "python scripts/aggregate.py decomposition --out {output} --inputs-from {params.listing}"
+        " > {log} 2>&1 && rm -f {output}.previous"
 
 
 rule aggregate_selfcheck:
     input:
-        cases=selfcheck_outputs(),
+        cases=intact_inputs(selfcheck_outputs, f"{RESULTS}/selfcheck.nc"),
         code=library_sources("results"),
     output:
-        f"{RESULTS}/selfcheck.nc",
+        update(f"{RESULTS}/selfcheck.nc"),
     log:
         f"{LOGS}/aggregate/selfcheck.log",
-    run:
-        run_aggregate("selfcheck", input.cases, output[0], log[0])
+    params:
+        listing=aggregate_listing("selfcheck", "cases"),
+    shell:
+        "python scripts/aggregate.py selfcheck --out {output} --inputs-from {params.listing}"
+        " > {log} 2>&1 && rm -f {output}.previous"

@@ -3,8 +3,9 @@
 # function has a name in error messages and in `snakemake --list-rules`.
 
 import importlib.util
+import json
+import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,20 +22,98 @@ def error_depth(error):
     return len(error.absolute_path)
 
 
+def config_key(path):
+    """'spectra.variants.hess[0]' for the path ['spectra', 'variants', 'hess', 0]."""
+    return "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in path
+    ).lstrip(".")
+
+
+SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def describe_schema(schema, root):
+    """A schema alternative in words: 'null', 'an integer >= 1', 'one of auto'..."""
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = target
+    if "enum" in schema:
+        return "one of " + ", ".join(str(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return "null"
+    if kind in ("integer", "number"):
+        words = ["an integer" if kind == "integer" else "a number"]
+        for key, sign in (
+            ("minimum", ">="),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "<="),
+            ("exclusiveMaximum", "<"),
+        ):
+            if key in schema:
+                words.append(f"{sign} {schema[key]}")
+        return " ".join(words)
+    if kind == "array":
+        items = schema.get("items")
+        return "a list" + (f" of ({describe_schema(items, root)})" if items else "")
+    if kind == "object":
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict):
+            return f"a mapping data set -> ({describe_schema(values, root)})"
+        return "a mapping"
+    if kind == "string":
+        return "a string"
+    return schema.get("description", "another value")
+
+
 def config_error(error):
-    """A schema violation raised by validate() as one line naming the config key."""
+    """A schema violation raised by validate() as one line naming the config key.
+
+    For a choice between alternatives (oneOf) the message lists what is allowed,
+    unless one alternative got deeper into the value (e.g. a mapping whose entry
+    is wrong): then that entry's error says most."""
     cause = error.__context__  # validate() raises while handling the ValidationError
     if not isinstance(cause, jsonschema.ValidationError):
         return error
-    while cause.context:  # oneOf: the alternative that got deepest says most
-        cause = max(cause.context, key=error_depth)
-    key = "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}"
-        for part in cause.absolute_path
-    ).lstrip(".")
+    while cause.context:
+        deepest = max(cause.context, key=error_depth)
+        if error_depth(deepest) > error_depth(cause):
+            cause = deepest
+            continue
+        import yaml
+
+        root = yaml.safe_load(SCHEMA_PATH.read_text())
+        allowed = " or ".join(describe_schema(s, root) for s in cause.validator_value)
+        key = config_key(cause.absolute_path)
+        where = f"Config key '{key}'" if key else "Config"
+        return WorkflowError(
+            f"{where}: {cause.instance!r} is not allowed; expected {allowed}"
+        )
+    key = config_key(cause.absolute_path)
     where = f"Config key '{key}'" if key else "Config"
     return WorkflowError(f"{where}: {cause.message}")
 
+
+def non_finite_numbers(value, path=()):
+    """(key, value) of every NaN or infinity in the configuration: JSON Schema's
+    number type admits them, and a NaN passes every minimum and maximum."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield config_key(path), value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite_numbers(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from non_finite_numbers(item, (*path, index))
+
+
+for _key, _value in non_finite_numbers(config):
+    raise WorkflowError(
+        f"Config key '{_key}': {_value} is not a finite number (NaN and infinity are "
+        "refused everywhere)."
+    )
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -171,7 +250,14 @@ def check_config():
                 "'spectra.splits'."
             )
     for dataset in DATASETS:
-        sample_sizes(dataset)
+        largest = catalog.TRAIN_PER_CLASS[dataset]
+        too_many = [n for n in sample_sizes(dataset) if n > largest]
+        if too_many:
+            raise WorkflowError(
+                f"Config key 'sample_sizes' ({dataset}): {too_many[0]} per class is "
+                f"more than the {largest} examples of the smallest class of its "
+                "training split."
+            )
         last = training_epochs(dataset)
         for epoch in per_dataset("training.checkpoint_epochs", dataset):
             if epoch > last:
@@ -260,6 +346,22 @@ def _package_dir():
 
 
 PACKAGE_DIR = _package_dir()
+
+
+def light_module(name):
+    """A library module that imports the standard library only, loaded from its file:
+    importing the package would import torch, seconds at every parse and in every
+    cluster job."""
+    spec = importlib.util.spec_from_file_location(
+        f"_hessian_spectrum_{name}", PACKAGE_DIR / f"{name}.py"
+    )
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+integrity = light_module("integrity")
+catalog = light_module("catalog")
 
 
 def library_sources(*modules):
@@ -423,6 +525,73 @@ def aggregate_outputs():
 
 
 # ---------------------------------------------------------------------------------
+# Integrity: damaged files are moved aside while the DAG is built, so that this run
+# regenerates them (hessian_spectrum.integrity). Every job writes atomically, so
+# damage comes from outside (a truncating copy, a full disk, an editor); without
+# these checks a damaged file keeps its timestamp and looks up to date.
+# ---------------------------------------------------------------------------------
+def report_damage(line):
+    print(f"hessian-spectrum: {line}", file=sys.stderr, flush=True)
+
+
+PREVIOUS_SUFFIX = ".previous"
+
+
+def retire(paths):
+    """Move aggregates aside to ``<name>.previous`` (kept until their successor is
+    written: rule aggregate_*) so that they are made again: Snakemake does not
+    regenerate a missing intermediate file while what is made from it is up to date,
+    but rule all asks for every aggregate."""
+    for path in paths:
+        if os.path.exists(path):
+            os.replace(path, path + PREVIOUS_SUFFIX)
+            report_damage(f"{path} is to be made again (kept as {path}{PREVIOUS_SUFFIX})")
+
+
+def intact(paths, consumer_outputs=()):
+    """``paths`` after moving aside (``<path>.corrupt``) the damaged ones among them;
+    if any was, the aggregates made from them (``consumer_outputs``) are retired, so
+    that this run makes the damaged files and the aggregates again."""
+    if integrity.check_files(paths, log=report_damage):
+        retire(consumer_outputs)
+    return paths
+
+
+def intact_inputs(paths_function, consumer_output):
+    """An input function giving ``paths_function()`` checked by intact()."""
+
+    def inputs(wildcards):
+        return intact(paths_function(), [consumer_output])
+
+    inputs.__name__ = f"intact_{paths_function.__name__}"
+    return inputs
+
+
+def checked_selected(wildcards):
+    """selected.json of a spectral job, with the checkpoint the job will read: a
+    damaged checkpoint moves its whole run folder aside (and retires training.nc,
+    made from it), so that the run is trained again (it resumes from its state
+    folder: rule train) and selected anew, and the spectra follow."""
+    path = SELECTED.format(
+        dataset=wildcards.dataset, arch=wildcards.arch, n=wildcards.n
+    )
+    intact([path])
+    if os.path.isfile(path):
+        with open(path) as handle:
+            winner = json.load(handle)["winner"]["run"]
+        ckpt_path = os.path.join(winner, f"epoch_{wildcards.epoch}.pt")
+        found = integrity.defect(ckpt_path)
+        if found is not None and os.path.isdir(winner):
+            moved = integrity.quarantine(winner)
+            report_damage(
+                f"{ckpt_path} is damaged ({found}); moved its run aside to {moved}, "
+                "to be trained and selected again"
+            )
+            retire([f"{RESULTS}/training.nc"])
+    return path
+
+
+# ---------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------
 # Which selection options each figure kind takes (CONTRACTS.md, make_figures.py).
@@ -502,6 +671,45 @@ def final_outputs():
 # ---------------------------------------------------------------------------------
 # Parameters of the jobs (a change of any reruns the jobs that take it)
 # ---------------------------------------------------------------------------------
+class CostOnly:
+    """A job option that changes what a job costs, never what it computes (batch
+    sizes, downloading, the data root of the embedded data set).
+
+    Snakemake's params rerun trigger compares the params of builtin types only (a
+    value of another type is "unrepresentable" and left out:
+    snakemake.persistence._serialize_param), so a change of a CostOnly param reruns
+    nothing, while shell commands see its text. tests/test_workflow.py holds this
+    to dry runs."""
+
+    def __init__(self, text):
+        self.text = str(text)
+
+    def __str__(self):
+        return self.text
+
+    def __format__(self, spec):
+        return format(self.text, spec)
+
+
+def data_root_option(wildcards):
+    """--data-root for the jobs that read a data set: a rerun trigger for the
+    torchvision data sets (another root may hold other files), not for the embedded
+    set, which ignores it."""
+    option = f"--data-root {config['data_root']}"
+    return CostOnly(option) if wildcards.dataset == "mnist_embedded" else option
+
+
+def download_option(wildcards):
+    """--download lets torchvision fetch missing files: cost only."""
+    return CostOnly("--download" if config["download"] else "")
+
+
+def spectral_batch_option(wildcards):
+    """--batch-size of the spectral jobs: samples per chunk of a product, cost only
+    (the chunks' sums differ at round-off, as on another device)."""
+    return CostOnly(f"--batch-size {config['spectra']['batch_size']}")
+
+
 def training_params(wildcards):
     """Every setting a training run depends on (a change retrains)."""
     training = config["training"]
@@ -513,6 +721,22 @@ def training_params(wildcards):
         "seed": training["seed"],
         "max_test": cap_option("--max-test", training["max_test"]),
     }
+
+
+def train_state_dir(wildcards):
+    """Where a run trains and resumes (rule train): one folder per run identity, so
+    that a change of seed, batch size, width or test cap starts a fresh run while
+    more epochs or checkpoints continue the existing one."""
+    import hashlib
+    import json
+
+    run = training_params(wildcards)
+    identity = {k: run[k] for k in ("batch_size", "width", "seed", "max_test")}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return (
+        f"{RESULTS}/train_state/{wildcards.dataset}/{wildcards.arch}/n{wildcards.n}/"
+        f"lr{wildcards.lr}/{digest[:12]}"
+    )
 
 
 def candidate_histories(wildcards):
@@ -538,7 +762,6 @@ def spectral_options(variants):
         f"--kappa {spectra['kappa']}",
         f"--seed {spectra['seed']}",
         f"--margin {spectra['margin']}",
-        f"--batch-size {spectra['batch_size']}",
     ]
     if "plain" in variants or "deflated" in variants:
         options.append(f"--num-iters {spectra['num_iters']}")
@@ -580,18 +803,26 @@ def selfcheck_options(wildcards):
     )
 
 
-# scripts/aggregate.py reads its input paths from stdin: at the paper's scale (tens of
-# thousands of files) they exceed the length limit of one shell command line.
-def run_aggregate(kind, paths, output, log):
-    with open(log, "w") as handle:
-        subprocess.run(
-            ["python", "scripts/aggregate.py", kind, "--out", output, "--inputs-from", "-"],
-            input="\n".join(paths) + "\n",
-            text=True,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+def aggregate_listing(kind, keys):
+    """A params function writing the input paths of an aggregation job (the named
+    inputs ``keys``), one per line, to results/logs/aggregate/<kind>.inputs, and
+    giving that path (scripts/aggregate.py --inputs-from)."""
+
+    def listing(wildcards, input):
+        paths = []
+        for key in keys.split():
+            value = getattr(input, key)
+            paths += [value] if isinstance(value, str) else list(value)
+        path = f"{LOGS}/aggregate/{kind}.inputs"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write("\n".join(paths) + "\n")
+        return path
+
+    listing.__name__ = f"aggregate_listing_{kind}"
+    return listing
 
 
 check_config()
+# A damaged aggregate is moved aside here and made again (rule all asks for it).
+integrity.check_files(aggregate_outputs(), log=report_damage)

@@ -10,11 +10,11 @@ rule subsample:
     log:
         f"{LOGS}/subsample/{{dataset}}/n{{n}}.log",
     params:
-        data_root=config["data_root"],
+        data_root=data_root_option,
         seed=config["subsample_seed"],
-        download="--download" if config["download"] else "",
+        download=download_option,
     shell:
         "python scripts/subsample.py --dataset {wildcards.dataset}"
-        " --data-root {params.data_root} {params.download}"
+        " {params.data_root} {params.download}"
         " --n-per-class {wildcards.n} --seed {params.seed} --out {output}"
         " > {log} 2>&1"

@@ -10,7 +10,7 @@
 rule decomposition:
     input:
         unpack(g_top_input),
-        selected=SELECTED,
+        selected=checked_selected,
         subsample=SUBSAMPLE,
         code=library_sources(
             "data",
@@ -27,11 +27,11 @@ rule decomposition:
     log:
         f"{LOGS}/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.log",
     params:
-        data_root=config["data_root"],
+        data_root=data_root_option,
         subspace_iters=config["spectra"]["subspace_iters"],
         seed=config["spectra"]["seed"],
         trace_probes=config["decomposition"]["trace_probes"],
-        batch_size=config["spectra"]["batch_size"],
+        batch_size=spectral_batch_option,
         subspace_tol=config["spectra"]["subspace_tol"],
         oversample=config["spectra"]["subspace_oversample"],
         g_top=g_top_option,
@@ -41,9 +41,9 @@ rule decomposition:
     shell:
         "OMP_NUM_THREADS={threads} python scripts/decomposition_job.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"
-        " --dataset {wildcards.dataset} --data-root {params.data_root}"
+        " --dataset {wildcards.dataset} {params.data_root}"
         " --subsample {input.subsample} --subspace-iters {params.subspace_iters}"
         " --trace-probes {params.trace_probes} --seed {params.seed}"
-        " --batch-size {params.batch_size} --subspace-tol {params.subspace_tol}"
+        " {params.batch_size} --subspace-tol {params.subspace_tol}"
         " --subspace-oversample {params.oversample}"
         " {params.g_top} --device auto --out {output} > {log} 2>&1"

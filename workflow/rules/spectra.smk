@@ -58,7 +58,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
         name:
             _name
         input:
-            selected=SELECTED,
+            selected=checked_selected,
             subsample=SUBSAMPLE,
             code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
         output:
@@ -67,7 +67,8 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
             f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/"
             f"{_name}.log",
         params:
-            data_root=config["data_root"],
+            data_root=data_root_option,
+            batch_size=spectral_batch_option,
             max_test=cap_option("--max-test", config["spectra"]["max_test"]),
             operators=" ".join(spectrum_operators(_key)),
             variants=spectrum_variant_options(_key),
@@ -79,9 +80,9 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
         shell:
             "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
             " --selected {input.selected} --epoch {wildcards.epoch}"
-            " --dataset {wildcards.dataset} --data-root {params.data_root}"
+            " --dataset {wildcards.dataset} {params.data_root}"
             " --subsample {input.subsample} --split {wildcards.split}"
-            " {params.max_test}"
+            " {params.max_test} {params.batch_size}"
             " --operators {params.operators} {params.variants} {params.options}"
             " --cache {resources.cache}"
             " --device auto --outdir {params.outdir} > {log} 2>&1"
@@ -91,7 +92,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
 # selected run and epoch (the members share G's class statistics).
 rule decomposition_spectra:
     input:
-        selected=SELECTED,
+        selected=checked_selected,
         subsample=SUBSAMPLE,
         code=SPECTRAL_CODE + library_sources("decomposition"),
     output:
@@ -104,7 +105,8 @@ rule decomposition_spectra:
     log:
         f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/train/decomposition.log",
     params:
-        data_root=config["data_root"],
+        data_root=data_root_option,
+        batch_size=spectral_batch_option,
         operators=" ".join(config["decomposition"]["operators"]),
         options=spectral_options(config["decomposition"]["variants"]),
         outdir=f"{SPECTRUM_DIR}/train",
@@ -114,7 +116,7 @@ rule decomposition_spectra:
     shell:
         "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
         " --selected {input.selected} --epoch {wildcards.epoch}"
-        " --dataset {wildcards.dataset} --data-root {params.data_root}"
+        " --dataset {wildcards.dataset} {params.data_root} {params.batch_size}"
         " --subsample {input.subsample} --split train"
         " --operators {params.operators} {params.options}"
         " --device auto --outdir {params.outdir} > {log} 2>&1"
