@@ -15,8 +15,9 @@ start finish. It reports
 * whether every aggregated NetCDF file (data variables and coordinates) and every
   checkpoint's weights equal those of the uninterrupted run bit for bit (target: yes).
 
-The moments are drawn uniformly over the uninterrupted run's wall time. Needs
-nothing but the project's .venv; takes a few minutes on 2 cores.
+Each kill comes 2 s to half the uninterrupted wall time after its start. Needs
+nothing but the project's .venv; takes 10-20 minutes on 2 cores (each look at the
+workflow's state is a `snakemake --summary`).
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
             finished = {p: s for p, s in now.items() if p not in incomplete(work)}
 
         for k in range(args.kills):
-            moment = rng.uniform(0.02, 0.95) * wall
+            # early enough that the start still has work left: a start after the
+            # workflow finished has nothing to kill
+            moment = rng.uniform(2.0, max(3.0, 0.5 * wall))
             with open(work / f"run{k}.log", "w") as handle:
                 proc = subprocess.Popen(
                     command(),
