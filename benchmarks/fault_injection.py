@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/fault_injection.py [--kills 10] [--seed 0]
 
-Runs the tiny configuration (config/test.yaml, with a 40-epoch training so that kills
-land in training too) once uninterrupted, then, in a second copy, starts the same
-workflow, kills Snakemake and its jobs with SIGKILL (the whole process group) at a
-random moment, unlocks, and starts it again -- ``--kills`` times -- and lets the last
-start finish. It reports
+Runs the tiny configuration (config/test.yaml, with a 1,500-epoch training so that
+kills land in training too) once uninterrupted; then, in a fresh copy (a *trial*),
+starts the same workflow, kills Snakemake and its jobs with SIGKILL (the whole process
+group) at a random moment, unlocks and starts it again, until a start finishes before
+its kill; a final start completes the trial, and trials follow one another until
+``--kills`` kills have landed. It reports
 
 * finished jobs redone: jobs whose outputs were complete at a kill and were written
   again later (target 0);
@@ -16,8 +17,7 @@ start finish. It reports
   checkpoint's weights equal those of the uninterrupted run bit for bit (target: yes).
 
 Each kill comes 2 s to half the uninterrupted wall time after its start. Needs
-nothing but the project's .venv; takes 10-20 minutes on 2 cores (each look at the
-workflow's state is a `snakemake --summary`).
+nothing but the project's .venv; takes about 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from base64 import urlsafe_b64decode
 from pathlib import Path
 
 import torch
@@ -42,12 +43,12 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 COPIED = ("Snakefile", "workflow", "config", "scripts", "profiles")
 LONGER = """\
 training:
-  epochs: 40
-  checkpoint_epochs: [1, 40]
+  epochs: 1500
+  checkpoint_epochs: [1, 500, 1500]
 spectra:
-  epochs: [40]
+  epochs: [1500]
 figures:
-  focus: {epoch: 40}
+  focus: {epoch: 1500}
 """
 
 
@@ -87,17 +88,30 @@ def outputs(work: Path) -> dict[Path, int]:
 
 
 def incomplete(work: Path) -> set[Path]:
-    """Outputs Snakemake marks incomplete (their job was running at the kill)."""
-    proc = subprocess.run(
-        command("--summary"), cwd=work, capture_output=True, text=True, timeout=600
-    )
+    """Outputs Snakemake marks incomplete (their job was running at the kill).
+
+    Read from Snakemake's own records, ``.snakemake/incomplete/``: one file per
+    output, named by the output path in URL-safe base64 (split into folders of
+    ``@``-prefixed pieces when the name is too long) -- what ``--summary`` reports,
+    without starting Snakemake."""
+    records = work / ".snakemake" / "incomplete"
     marked = set()
-    for line in proc.stdout.splitlines()[1:]:
-        fields = line.split("\t")
-        if len(fields) >= 5 and "incomplete" in fields[4]:
-            target = work / fields[0]
-            marked |= {target} | set(target.rglob("*") if target.is_dir() else [])
+    for record in records.rglob("*") if records.is_dir() else []:
+        if not record.is_file() or record.name == "migration_underway":
+            continue
+        pieces = [part.lstrip("@") for part in record.relative_to(records).parts]
+        target = work / urlsafe_b64decode("".join(pieces)).decode()
+        marked |= {target} | set(target.rglob("*") if target.is_dir() else [])
     return marked
+
+
+def rule_of(work: Path, path: Path) -> str:
+    """The stage an output belongs to, for the report."""
+    rel = path.relative_to(work / "results").parts
+    if rel[0] == "runs":
+        return "select" if path.name == "selected.json" else "train"
+    stages = {"spectra": "spectrum", "figures": "figure"}
+    return stages.get(rel[0], rel[0] if len(rel) > 1 else path.name)
 
 
 def train_logs(work: Path) -> dict[Path, str]:
@@ -154,64 +168,74 @@ def main(argv: list[str] | None = None) -> None:
         wall = time.monotonic() - tic
         print(f"uninterrupted run: {wall:.0f} s", flush=True)
 
-        work = copy_workflow(root / "killed")
-        redone, repeated, resumes, kills = 0, 0, 0, 0
-        finished: dict[Path, int] = {}
-        seen: dict[Path, str] = {}  # train log -> the text of the attempt last seen
+        redone, repeated, resumes, kills, trials = 0, 0, 0, 0, 0
+        differ: list[str] = []
+        while kills < args.kills:
+            trials += 1
+            work = copy_workflow(root / f"killed{trials}")
+            finished: dict[Path, int] = {}
+            seen: dict[Path, str] = {}  # train log -> the text of the attempt last seen
 
-        def observe() -> None:
-            """Count redone jobs and repeated epochs since the last look."""
-            nonlocal redone, repeated, resumes, finished
-            now = outputs(work)
-            for path, stamp in finished.items():
-                if now.get(path, stamp) != stamp:
-                    redone += 1
-                    print(f"  redone: {path.relative_to(work)}")
-            for path, text in train_logs(work).items():
-                old = seen.get(path)
-                if old is not None and not text.startswith(old):  # a new attempt
-                    start = resumed_from(text)
-                    resumes += start is not None
-                    repeated += max(0, epochs_reached(old) - (start or 0))
-                seen[path] = text
-            finished = {p: s for p, s in now.items() if p not in incomplete(work)}
+            def observe(work=work, finished=finished, seen=seen) -> set[Path]:
+                """Count redone jobs and repeated epochs since the last look;
+                return the outputs of the jobs that were running."""
+                nonlocal redone, repeated, resumes
+                now = outputs(work)
+                for path, stamp in finished.items():
+                    if now.get(path, stamp) != stamp:
+                        redone += 1
+                        print(f"  redone: {path.relative_to(work)}")
+                for path, text in train_logs(work).items():
+                    old = seen.get(path)
+                    if old is not None and not text.startswith(old):  # new attempt
+                        start = resumed_from(text)
+                        resumes += start is not None
+                        repeated += max(0, epochs_reached(old) - (start or 0))
+                    seen[path] = text
+                running = incomplete(work)
+                finished.clear()
+                finished.update({p: s for p, s in now.items() if p not in running})
+                return running
 
-        for k in range(args.kills):
-            # early enough that the start still has work left: a start after the
-            # workflow finished has nothing to kill
-            moment = rng.uniform(2.0, max(3.0, 0.5 * wall))
-            with open(work / f"run{k}.log", "w") as handle:
-                proc = subprocess.Popen(
-                    command(),
-                    cwd=work,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+            print(f"trial {trials}:", flush=True)
+            while kills < args.kills:
+                moment = rng.uniform(2.0, max(3.0, 0.5 * wall))
+                with open(work / f"run{kills}.log", "w") as handle:
+                    proc = subprocess.Popen(
+                        command(),
+                        cwd=work,
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                    try:
+                        proc.wait(timeout=moment)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        kills += 1
+                    else:  # this trial is complete: start a new one
+                        print(f"  start finished before the kill at {moment:.0f} s")
+                        break
+                subprocess.run(
+                    command("--unlock"), cwd=work, capture_output=True, timeout=600
                 )
-                try:
-                    proc.wait(timeout=moment)
-                    print(f"start {k + 1}: finished before the kill at {moment:.0f} s")
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    kills += 1
-            subprocess.run(
-                command("--unlock"), cwd=work, capture_output=True, timeout=600
+                running = observe()
+                jobs = sorted({rule_of(work, p) for p in running}) or ["no job"]
+                print(
+                    f"  kill {kills} at {moment:4.1f} s, during {', '.join(jobs)}: "
+                    f"{len(finished)} files finished",
+                    flush=True,
+                )
+            proc = subprocess.run(
+                command(), cwd=work, capture_output=True, text=True, timeout=1800
             )
+            if proc.returncode != 0:
+                raise SystemExit(f"the final start failed:\n{proc.stderr[-3000:]}")
             observe()
-            print(
-                f"kill {k + 1} at {moment:5.1f} s: {len(finished)} finished files",
-                flush=True,
-            )
-        proc = subprocess.run(
-            command(), cwd=work, capture_output=True, text=True, timeout=1800
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"the final start failed:\n{proc.stderr[-3000:]}")
-        observe()
-        differ = same_results(clean, work)
+            differ += [f"trial {trials}: {d}" for d in same_results(clean, work)]
         print()
-        print(f"kills: {kills} (of {args.kills} starts), training resumes: {resumes}")
+        print(f"kills: {kills} in {trials} trials, training resumes: {resumes}")
         print(f"finished jobs redone: {redone} (target 0)")
         print(f"training epochs repeated: {repeated}")
         print(
