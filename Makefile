@@ -10,10 +10,11 @@ CORES ?= 2
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the versions of constraints.txt (the library itself asks for ranges).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[workflow,test]'
 	@touch $(STAMP)
 
 # The embedded default workflow (config/config.yaml) end to end; results in results/,

