@@ -15,9 +15,36 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, jvp, vjp, vmap
+
+
+def _load_jvp_decompositions() -> None:
+    """Import torch's forward-mode decompositions now, without their warning.
+
+    torch loads ``torch._decomp.decompositions_for_jvp`` on the first forward-mode
+    product, and that module builds its tables with ``torch.jit.script``, which
+    torch 2.14 deprecates with a ``FutureWarning`` -- torch's own code path, not
+    ours, printed at the head of every spectral job's log.  The warning is silenced
+    for that one import only; a user's own ``torch.jit.script`` still warns.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*torch\.jit\.script.* is deprecated",
+            category=FutureWarning,
+        )
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:  # a torch without the module: nothing to silence
+            pass
+
+
+_load_jvp_decompositions()
 
 __all__ = ["FlatModel", "Batches", "resolve_device", "check_eval_mode"]
 
@@ -150,8 +177,10 @@ class Batches:
     """One re-iterable view of a data set as ``(x, y)`` batches on a device.
 
     ``data`` is either a pair ``(X, Y)`` of tensors (split into ``batch_size`` chunks)
-    or any re-iterable of ``(x, y)`` batches (a ``DataLoader``, a list).  A one-shot
-    iterator (a generator) is refused: every product passes over the data again.
+    or any re-iterable of ``(x, y)`` batches (a ``DataLoader``, a list).  NumPy arrays
+    stand for tensors anywhere (``torch.from_numpy``: no copy; floating inputs are
+    cast to the model's dtype at each product, as tensors are).  A one-shot iterator
+    (a generator) is refused: every product passes over the data again.
     """
 
     def __init__(self, data: Any, batch_size: int, device: torch.device):
@@ -159,6 +188,7 @@ class Batches:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = int(batch_size)
         self.device = device
+        data = _numpy_to_torch(data)
         if _is_tensor_pair(data):
             X, Y = data
             if X.shape[0] != Y.shape[0]:
@@ -199,7 +229,7 @@ class Batches:
                     raise TypeError(
                         f"each batch must be an (x, y) pair, got {type(batch).__name__}"
                     )
-                yield batch[0], batch[1]
+                yield _as_tensor(batch[0]), _as_tensor(batch[1])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self._raw():
@@ -211,6 +241,36 @@ class Batches:
     def labels(self) -> torch.Tensor:
         """All labels, concatenated (on CPU)."""
         return torch.cat([y.reshape(-1).cpu() for _, y in self._raw()])
+
+
+def _as_tensor(a: Any) -> Any:
+    """A NumPy array as a tensor (sharing memory); anything else unchanged."""
+    if isinstance(a, np.ndarray):
+        if a.dtype == object or a.dtype.kind not in "biuf":
+            raise TypeError(
+                f"NumPy data must be numeric (bool, integer or float), got dtype "
+                f"{a.dtype}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(a))
+    return a
+
+
+def _numpy_to_torch(data: Any) -> Any:
+    """A pair ``(X, Y)`` with NumPy members as a pair of tensors."""
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and any(isinstance(t, np.ndarray) for t in data)
+    ):
+        X, Y = (_as_tensor(t) for t in data)
+        if isinstance(X, torch.Tensor) and isinstance(Y, torch.Tensor):
+            if Y.ndim != 1:
+                raise ValueError(
+                    f"labels must be a 1-d array of class indices, got shape "
+                    f"{tuple(Y.shape)}"
+                )
+            return X, Y
+    return data
 
 
 def _is_tensor_pair(data: Any) -> bool:

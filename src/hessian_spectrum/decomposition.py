@@ -259,6 +259,13 @@ class GDecomposition:
         self._operators: dict[str, LinearOperator] = {}
         self._grams: dict[str, torch.Tensor] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"GDecomposition(p={self.p}, N={self.stats.num_samples}, "
+            f"C={self.num_classes}, dtype={self.dtype}, device={self.device}, "
+            f"members=A1 A2 B1 B2)"
+        )
+
     # -- data and class statistics -----------------------------------------------------
     def _batches(self):
         for x, y in self.batches:

@@ -145,6 +145,106 @@ class SpectralDensity:
     extremes: tuple[float, float] | None = None
     second_moment: float | None = None
 
+    def __repr__(self) -> str:
+        grid = np.asarray(self.grid)
+        span = f"[{grid[0]:.4g}, {grid[-1]:.4g}]" if grid.size else "[]"
+        what = "log10(|lambda| + eps)" if self.kind == "log" else "lambda"
+        return (
+            f"SpectralDensity(kind={self.kind!r}, p={self.p}, "
+            f"{len(grid)} points of {what} in {span}, "
+            f"bounds=({self.bounds[0]:.4g}, {self.bounds[1]:.4g}), "
+            f"outliers={len(self.outliers)}, num_products={self.num_products})"
+        )
+
+    def to_xarray(self):
+        """This density as an ``xarray.Dataset`` with the grid as its coordinate.
+
+        Variables ``density`` (dimension ``grid``), ``outliers``,
+        ``outlier_residuals`` and ``outlier_converged`` (dimension ``outlier``, empty
+        without deflation), scalars ``bound_lo``/``bound_hi``, ``lambda_min``/
+        ``lambda_max``, ``second_moment``, ``resolution``; ``kind``, ``p``,
+        ``num_products``, ``eps`` and the estimator settings as attributes.  The
+        names are those of the workflow's ``spectra.nc``
+        (:func:`hessian_spectrum.results.spectrum_dataset`), without its keys.
+        xarray is imported only here.
+
+        >>> ds = sd.to_xarray()                                   # doctest: +SKIP
+        >>> ds.density.plot()                                     # doctest: +SKIP
+        """
+        import xarray as xr
+
+        log = self.kind == "log"
+        r = len(self.outliers)
+
+        def opt(a, dtype, fill):
+            return np.full(r, fill, dtype) if a is None else np.asarray(a, dtype)
+
+        def val(x):
+            return np.nan if x is None else float(x)
+
+        grid_name = "log10(|eigenvalue| + eps)" if log else "eigenvalue"
+        ds = xr.Dataset(
+            {
+                "density": (
+                    "grid",
+                    np.asarray(self.density, dtype=np.float64),
+                    {"long_name": f"spectral density w.r.t. {grid_name}", "units": "1"},
+                ),
+                "outliers": (
+                    "outlier",
+                    np.asarray(self.outliers, dtype=np.float64).reshape(-1),
+                    {
+                        "long_name": "deflated top eigenvalues (weight 1/p each)",
+                        "units": "1",
+                    },
+                ),
+                "outlier_residuals": (
+                    "outlier",
+                    opt(self.outlier_residuals, np.float64, np.nan).reshape(-1),
+                    {
+                        "long_name": "residual norms of the deflated eigenpairs",
+                        "units": "1",
+                    },
+                ),
+                "outlier_converged": (
+                    "outlier",
+                    opt(self.outliers_converged, np.int8, -1).reshape(-1),
+                    {"long_name": "deflated eigenpair met the residual tolerance"},
+                ),
+                "bound_lo": ((), float(self.bounds[0]), {"units": "1"}),
+                "bound_hi": ((), float(self.bounds[1]), {"units": "1"}),
+                "lambda_min": (
+                    (),
+                    val(self.extremes and self.extremes[0]),
+                    {"units": "1"},
+                ),
+                "lambda_max": (
+                    (),
+                    val(self.extremes and self.extremes[1]),
+                    {"units": "1"},
+                ),
+                "second_moment": ((), val(self.second_moment), {"units": "1"}),
+                "resolution": ((), val(self.resolution), {"units": "1"}),
+            },
+            coords={
+                "grid": (
+                    "grid",
+                    np.asarray(self.grid, dtype=np.float64),
+                    {"long_name": grid_name, "units": "1"},
+                )
+            },
+        )
+        attrs = {
+            k: v
+            for k, v in self.settings.items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        }
+        attrs.update(kind=self.kind, p=int(self.p), num_products=int(self.num_products))
+        if self.eps is not None:
+            attrs["eps"] = float(self.eps)
+        ds.attrs.update(attrs)
+        return ds
+
     def integral(self) -> float:
         """Trapezoid integral of the density over its grid."""
         return float(np.trapezoid(self.density, self.grid))

@@ -10,16 +10,24 @@ deflation ``A - V diag(lam) V^T``.
 The spectral modules (:mod:`lanczos`, :mod:`density`, :mod:`subspace`) see only this
 protocol; they know nothing of models or data.
 
+SciPy.  ``A.to_scipy()`` views any operator as a ``scipy.sparse.linalg.LinearOperator``
+on NumPy arrays (``eigsh(A.to_scipy(), k=3)``).  SciPy cannot take the operators
+themselves: it reads ``A.dtype`` as a NumPy dtype and fails on a torch one ("Cannot
+interpret 'torch.float32' as a data type").
+
 Example
 -------
->>> import torch, hessian_spectrum as hs
+>>> import numpy as np, torch, hessian_spectrum as hs
 >>> A = hs.as_operator(torch.diag(torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64)))
 >>> (2 * A - A).matvec(torch.ones(3, dtype=torch.float64))
 tensor([ 3.,  1., -2.], dtype=torch.float64)
+>>> A.to_scipy() @ np.ones(3)
+array([ 3.,  1., -2.])
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,8 +114,78 @@ class LinearOperator:
         eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
         return self.matvec(eye)
 
+    def to_scipy(self) -> Any:
+        """This operator as a ``scipy.sparse.linalg.LinearOperator`` on NumPy arrays.
+
+        Shape ``(p, p)``, the NumPy dtype of the torch dtype (``torch.float32`` ->
+        ``np.float32``, ``torch.float64`` -> ``np.float64``).  ``matvec`` and
+        ``matmat`` move their input to the operator's device and dtype, apply
+        :meth:`matvec` (a ``(p, k)`` block in one torch product) and return a NumPy
+        array on the CPU; ``rmatvec`` and ``rmatmat`` are the same maps (the
+        operator is symmetric).  A complex input is applied to its real and
+        imaginary parts.  Products count in :attr:`num_products`; the view keeps the
+        operator as ``.operator``.  SciPy cannot take the operator itself (it reads
+        ``dtype`` as a NumPy dtype), hence this view::
+
+            vals = scipy.sparse.linalg.eigsh(op.to_scipy(), k=3,
+                                             return_eigenvectors=False)
+        """
+        return _scipy_view_class()(self)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.size}, dtype={self.dtype})"
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The NumPy dtype of a torch dtype; an error for those NumPy lacks (bfloat16)."""
+    try:
+        return torch.empty((), dtype=dtype).numpy().dtype
+    except TypeError:
+        raise TypeError(
+            f"operator dtype {dtype} has no NumPy counterpart: build the operator "
+            "in torch.float32 or torch.float64 to use it from SciPy"
+        ) from None
+
+
+@functools.cache
+def _scipy_view_class() -> type:
+    """The class of :meth:`LinearOperator.to_scipy`, made on first use (SciPy loads
+    only then)."""
+    import scipy.sparse.linalg as spla
+
+    class ScipyView(spla.LinearOperator):
+        """A :class:`LinearOperator` seen by SciPy: NumPy in, NumPy out."""
+
+        def __init__(self, op: LinearOperator):
+            super().__init__(dtype=_numpy_dtype(op.dtype), shape=op.shape)
+            self.operator = op
+
+        def _matmat(self, X):
+            X = np.asarray(X)
+            if np.iscomplexobj(X):
+                return self._matmat(X.real) + 1j * self._matmat(X.imag)
+            if not X.flags.c_contiguous or not X.flags.writeable:
+                X = np.array(X, order="C")  # torch needs neither strides nor copies
+            op = self.operator
+            V = torch.as_tensor(X).to(device=op.device, dtype=op.dtype)
+            return np.asarray(op.matvec(V).detach().cpu().numpy(), dtype=self.dtype)
+
+        def _matvec(self, x):
+            return self._matmat(np.asarray(x).reshape(-1, 1))
+
+        _rmatvec = _matvec
+        _rmatmat = _matmat
+
+        def _adjoint(self):
+            return self
+
+        _transpose = _adjoint
+
+        def __repr__(self) -> str:
+            return f"<{self.shape[0]}x{self.shape[1]} scipy view of {self.operator!r}>"
+
+    ScipyView.__qualname__ = "ScipyView"
+    return ScipyView
 
 
 class TensorOperator(LinearOperator):
