@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from hessian_spectrum import results
+from hessian_spectrum.provenance import JobLog
 
 KINDS = ("spectra", "decomposition", "selfcheck", "training")
 
@@ -30,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="*", type=Path)
     parser.add_argument("--inputs-from", help="file with one path per line, - = stdin")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--config-digest",
+        help="digest of the workflow configuration, kept as the config_digest "
+        "attribute (the workflow passes sha256 of its config)",
+    )
     args = parser.parse_args(argv)
     if args.inputs_from:
         stream = (
@@ -44,11 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("aggregate"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.kind == "training":
         ds = results.read_training(args.inputs)
     else:
         ds = results.combine(args.inputs, args.kind)
-    results.write_netcdf(ds, args.out)
+    results.write_netcdf(
+        ds, args.out, title=results.TITLES[args.kind], config_digest=args.config_digest
+    )
     print(f"{args.out}: {len(args.inputs)} inputs, {dict(ds.sizes)}", flush=True)
 
 

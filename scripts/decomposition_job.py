@@ -20,6 +20,7 @@ from hessian_spectrum import results, subspace_iteration
 from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import load_dataset
 from hessian_spectrum.decomposition import decompose_G
+from hessian_spectrum.provenance import JobLog
 from hessian_spectrum.training import load_selected
 
 
@@ -75,6 +76,7 @@ def g_top(dec, num_classes: int, args: argparse.Namespace):
         seed=args.seed,
         tol=args.subspace_tol,
         oversample=args.subspace_oversample,
+        progress=True,
     )
     values, _, residuals = found
     return values.numpy(), residuals.numpy(), found.converged
@@ -82,6 +84,11 @@ def g_top(dec, num_classes: int, args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("decomposition_job", resolve_device(args.device)):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     selected = load_selected(args.selected, args.epoch, device=device)
     model = selected.model
@@ -92,11 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     dec = decompose_G(
         model, (data.x, data.y), num_classes, batch_size=args.batch_size, device=device
     )
-    attribution = dec.attributed_eigenvalues()
+    attribution = dec.attributed_eigenvalues(progress=True)
     if args.trace_probes:
-        traces = dec.b2_class_traces(num_probes=args.trace_probes, seed=args.seed)
+        traces = dec.b2_class_traces(
+            num_probes=args.trace_probes, seed=args.seed, progress=True
+        )
     else:
-        traces = dec.b2_class_traces(method="exact")
+        traces = dec.b2_class_traces(method="exact", progress=True)
     members = dec.member_eigenvalues()
     values, residuals, converged = g_top(dec, num_classes, args)
     ds = results.decomposition_dataset(

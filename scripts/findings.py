@@ -14,6 +14,7 @@ from pathlib import Path
 import xarray as xr
 
 from hessian_spectrum.findings import Setting, evaluate, write_findings
+from hessian_spectrum.provenance import JobLog
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,11 @@ def _load(path: Path | None) -> xr.Dataset | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("findings"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     focus = None
     if args.focus:
         dataset, arch, n, epoch = args.focus

@@ -29,6 +29,7 @@ from pathlib import Path
 import xarray as xr
 
 from hessian_spectrum import plotting
+from hessian_spectrum.provenance import JobLog
 
 RESULTS = Path("results")
 INPUTS = ("spectra", "decomposition", "training", "selfcheck")
@@ -145,6 +146,11 @@ def draw(args: argparse.Namespace, data: dict[str, xr.Dataset]):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("make_figures"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     try:
         fig = draw(args, load_inputs(args))
     except (FileNotFoundError, ValueError) as err:

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hessian_spectrum.provenance import JobLog
 from hessian_spectrum.training import select_best, write_json
 
 
@@ -28,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("select_lr"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     histories = {str(p.parent): json.loads(p.read_text()) for p in args.histories}
     selected = select_best(histories)
     args.out.parent.mkdir(parents=True, exist_ok=True)

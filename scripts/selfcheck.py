@@ -24,6 +24,7 @@ from hessian_spectrum import (
     wasserstein1,
 )
 from hessian_spectrum.density import SMOOTHINGS
+from hessian_spectrum.provenance import JobLog
 from hessian_spectrum.validation import log_eigenvalues
 
 
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("selfcheck"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     settings = dict(
         num_points=args.num_points,
         num_vectors=args.num_vectors,

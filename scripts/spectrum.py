@@ -31,8 +31,10 @@ from hessian_spectrum import (
     subspace_iteration,
 )
 from hessian_spectrum._functional import resolve_device
+from hessian_spectrum._progress import Progress
 from hessian_spectrum.data import load_dataset
 from hessian_spectrum.density import SMOOTHINGS
+from hessian_spectrum.provenance import JobLog
 from hessian_spectrum.training import load_selected
 
 CURVATURE = ("hess", "G", "H")
@@ -127,9 +129,11 @@ def load_data(args: argparse.Namespace):
     return data, n
 
 
-def spectrum(op, variant: str, deflation, args):
-    """One variant; ``deflation`` is the operator's shared SubspaceResult (or 0)."""
+def spectrum(op, variant: str, deflation, args, name: str = ""):
+    """One variant; ``deflation`` is the operator's shared SubspaceResult (or 0);
+    progress lines carry ``name`` (the operator)."""
     common = dict(
+        progress=Progress(f"{name} {variant}".strip(), 0, True),
         num_points=args.num_points,
         num_vectors=args.num_vectors,
         kappa=args.kappa,
@@ -176,6 +180,7 @@ def deflation_of(op, operator: str, num_classes: int, args):
         seed=args.seed,
         tol=args.subspace_tol,
         oversample=args.subspace_oversample,
+        progress=Progress(operator, 0, True),
     )
     print(
         f"{operator}: subspace iteration {found.num_iters} steps "
@@ -204,6 +209,11 @@ def cache_budget(text: str) -> str | int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("spectrum", resolve_device(args.device)):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     selected = load_selected(args.selected, args.epoch, device=device)
     model = selected.model
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             shared = deflation
             if variant == "log" and operator not in args.log_deflate:
                 shared = 0
-            sd = spectrum(op, variant, shared, args)
+            sd = spectrum(op, variant, shared, args, operator)
             ds = results.spectrum_dataset(
                 sd,
                 dataset=args.dataset,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hessian_spectrum.data import DATASETS, load_dataset, subsample_balanced
+from hessian_spectrum.provenance import JobLog
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with JobLog("subsample"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     labels = load_dataset(args.dataset, args.data_root, "train", args.download).y
     indices = subsample_balanced(labels, args.n_per_class, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)

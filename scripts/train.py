@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import DATASETS, load_dataset
 from hessian_spectrum.models import MODELS
+from hessian_spectrum.provenance import JobLog
 from hessian_spectrum.training import publish_run, train
 
 
@@ -82,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with JobLog("train", resolve_device(args.device)):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     train_data = load_dataset(args.dataset, args.data_root, "train", args.download)
     test_data = load_dataset(args.dataset, args.data_root, "test", args.download)
     config = {

@@ -42,6 +42,7 @@ _SUBMODULES = {
     "features",
     "findings",
     "integrity",
+    "provenance",
 }
 
 

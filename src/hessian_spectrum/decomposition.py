@@ -92,6 +92,7 @@ from torch import nn
 from torch.func import jacrev, vjp, vmap
 
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
+from ._progress import Progress
 from .operators import LinearOperator
 
 __all__ = [
@@ -460,7 +461,9 @@ class GDecomposition:
         }
 
     # -- eigenvalues of A1 + A2 + B1 ---------------------------------------------------
-    def gram(self, method: str = "auto", block_size: int = 32) -> torch.Tensor:
+    def gram(
+        self, method: str = "auto", block_size: int = 32, progress: Any = False
+    ) -> torch.Tensor:
         """``K = H^T H`` (``C^2 x C^2``, float64, CPU) of the vectors ``h_{c,c'}``.
 
         Column ``c C + c'`` is ``h_{c,c'} = p_{c,c'} g_{c,c'}``.  ``"stored"`` computes
@@ -469,7 +472,8 @@ class GDecomposition:
         ``H E`` comes from a reverse-mode pass and ``H^T (H E)`` from a forward-mode
         pass (``2 C^2 / block_size`` passes in all).  ``"auto"`` stores when ``C^2 p``
         numbers fit ``memory_budget_bytes``.  ``K`` itself holds ``C^4`` numbers
-        (800 MB at ``C = 100``).  Cached per method.
+        (800 MB at ``C = 100``).  Cached per method.  ``progress``: ``True`` for a
+        line every few seconds on stderr, or a callable (:mod:`._progress`).
         """
         method = self._gram_method(method)
         if method in self._grams:
@@ -479,12 +483,16 @@ class GDecomposition:
         H = None
         if method == "stored":
             H = torch.empty(self.p, C2, dtype=self.dtype, device=self.device)
-        for cols, block in self._h_blocks(block_size):
+        blocks = -(-C2 // block_size)
+        prog = Progress(f"gram ({method})", blocks, progress, unit="block")
+        for done, (cols, block) in enumerate(self._h_blocks(block_size), 1):
             if H is not None:
                 H[:, cols] = block
             else:
                 t, _, _ = self._forward(block)
                 K[cols.cpu()] = t.reshape(len(cols), C2).double().cpu()
+            prog.update(done)
+        prog.finish(blocks)
         if H is not None:
             K = (H.T @ H).double().cpu()
         K = 0.5 * (K + K.T)
@@ -514,7 +522,7 @@ class GDecomposition:
         return method
 
     def attributed_eigenvalues(
-        self, method: str = "auto", block_size: int = 32
+        self, method: str = "auto", block_size: int = 32, progress: Any = False
     ) -> Attribution:
         r"""All ``C^2`` eigenvalues of ``A1 + A2 + B1``, exactly, with their source.
 
@@ -537,7 +545,7 @@ class GDecomposition:
         for an eigenvector ``q`` of the small matrix): near 1 for A1/A2 directions,
         near 0 for B1 directions; ``labels_by_projection`` assigns the labels by it.
         """
-        K = self.gram(method, block_size)
+        K = self.gram(method, block_size, progress)
         C, C2 = self.num_classes, self.num_classes**2
         d = self._inv_NP.reshape(C2).double().cpu().sqrt()
         vals, Q = torch.linalg.eigh(d[:, None] * K * d[None, :])
@@ -563,7 +571,7 @@ class GDecomposition:
         )
 
     def member_eigenvalues(
-        self, method: str = "auto", block_size: int = 32
+        self, method: str = "auto", block_size: int = 32, progress: Any = False
     ) -> dict[str, np.ndarray]:
         r"""The ``C`` eigenvalues of ``A1`` and of ``A2`` alone, exactly, descending.
 
@@ -576,7 +584,7 @@ class GDecomposition:
         -(p_c / p_{c,c}) g_c``, ``A2``'s are those of ``A1`` reweighted by ``p_c /
         p_{c,c}``: small once the network puts most probability on the true class.
         """
-        K = self.gram(method, block_size)
+        K = self.gram(method, block_size, progress)
         C = self.num_classes
         eye = torch.eye(C, dtype=torch.float64)
         S = (1.0 - eye).reshape(C * C, 1) * eye.repeat_interleave(C, dim=0)
@@ -601,6 +609,7 @@ class GDecomposition:
         num_probes: int = 64,
         seed: int = 0,
         block_size: int = 32,
+        progress: Any = False,
     ) -> ClassTraces:
         r"""``Tr(B_{2,c}) / n_c`` for every class ``c`` (Figure 7, red).
 
@@ -623,13 +632,15 @@ class GDecomposition:
         ``memory_budget_bytes / (C p)`` samples) plus the norms ``|h_{c,c'}|^2``
         from the diagonal of :meth:`gram` when already computed, else from
         ``C^2 / block_size`` reverse-mode passes.  Its cost grows with ``N C``, not
-        with ``p``; for large data sets prefer ``"hutchinson"``.
+        with ``p``; for large data sets prefer ``"hutchinson"``.  ``progress``:
+        ``True`` for a line every few seconds on stderr, or a callable
+        (:mod:`._progress`).
         """
         C, N = self.num_classes, self.stats.num_samples
         counts = self.stats.counts.double().cpu()
         inv_P = self._inv_P.double().cpu()
         if method == "exact":
-            per_sample = self._per_sample_traces().double().cpu()
+            per_sample = self._per_sample_traces(progress).double().cpu()
             if self._grams:
                 norms = next(iter(self._grams.values())).diagonal()
             else:
@@ -645,6 +656,7 @@ class GDecomposition:
             raise ValueError(f"hutchinson needs num_probes >= 2, got {num_probes}")
         gen = torch.Generator(device="cpu").manual_seed(seed)
         forms = []
+        prog = Progress("B2 class traces", num_probes, progress, unit="probe")
         for start in range(0, num_probes, block_size):
             k = min(block_size, num_probes - start)
             bits = torch.randint(0, 2, (self.p, k), generator=gen, dtype=torch.int64)
@@ -652,6 +664,8 @@ class GDecomposition:
             t, sq, _ = self._forward(V, quad=True)
             q = sq.double().cpu() - (t.double().cpu() ** 2 * inv_P).sum(-1)
             forms.append(q / N)
+            prog.update(start + k)
+        prog.finish(num_probes)
         forms = torch.cat(forms)  # (num_probes, C): v^T B_{2,c} v
         values = forms.mean(0)
         stderr = forms.std(0, correction=1) / num_probes**0.5
@@ -659,7 +673,7 @@ class GDecomposition:
             (values / counts).numpy(), (stderr / counts).numpy(), method, num_probes
         )
 
-    def _per_sample_traces(self) -> torch.Tensor:
+    def _per_sample_traces(self, progress: Any = False) -> torch.Tensor:
         """``sum_{i in c} Tr(Lambda_i J_i J_i^T)`` per class (per-sample Jacobians)."""
         C, params = self.num_classes, self.flat.params
         chunk = max(1, self.memory_budget_bytes // (C * self.p * self._itemsize))
@@ -669,6 +683,9 @@ class GDecomposition:
             return self.flat.logits(prm, xi.unsqueeze(0))[0]
 
         jacobians = vmap(jacrev(one), in_dims=(None, 0))
+        N = self.stats.num_samples
+        prog = Progress("B2 class traces (exact)", N, progress, unit="sample")
+        seen = 0
         for x, y in self._batches():
             for start in range(0, len(y), chunk):
                 xs, ys = x[start : start + chunk], y[start : start + chunk]
@@ -679,6 +696,9 @@ class GDecomposition:
                     prob = torch.softmax(self.flat.logits(params, xs), dim=-1)
                 lam = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
                 out.index_add_(0, ys, (lam * JJ).sum((1, 2)))
+                seen += b
+                prog.update(seen)
+        prog.finish(seen)
         return out
 
 

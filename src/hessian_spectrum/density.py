@@ -85,9 +85,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from ._progress import Progress
 from .lanczos import LanczosResult, fast_lanczos, start_vectors
 from .operators import ProjectedOperator, as_operator
 from .subspace import DEFAULT_TOL, SubspaceResult, subspace_iteration
@@ -471,6 +473,7 @@ def _krylov(
     subspace_iters,
     subspace_tol,
     subspace_oversample,
+    progress=False,
 ):
     """Run Lanczos (after deflation, if asked); return the run and what it cost.
 
@@ -494,6 +497,7 @@ def _krylov(
                 seed=seed,
                 tol=subspace_tol,
                 oversample=subspace_oversample,
+                progress=progress,
             )
         products += found.num_products  # counted by every estimate that uses it
         vals, vecs, resid = found
@@ -511,7 +515,13 @@ def _krylov(
             )
         )
     res = fast_lanczos(
-        target, num_iters, num_vectors=num_vectors, seed=seed, start=start, v0=v0
+        target,
+        num_iters,
+        num_vectors=num_vectors,
+        seed=seed,
+        start=start,
+        v0=v0,
+        progress=progress,
     )
     products += res.num_products
     return op, res, (outliers, residuals, converged), products
@@ -533,6 +543,7 @@ def lanczos_approx_spec(
     subspace_oversample: int = 0,
     start: str = "rademacher",
     smoothing: str = "paper",
+    progress: Any = False,
 ) -> SpectralDensity:
     """LANCZOSAPPROXSPEC (Algorithm 3), normalised by Algorithm 4, in eigenvalue units.
 
@@ -556,6 +567,11 @@ def lanczos_approx_spec(
     ``bounds`` skips Algorithm 4; otherwise the bounds come from the same Krylov space
     (see the module docstring): total cost ``M * n_vec`` products (plus
     ``(T + 1) r`` for deflation).
+
+    ``progress``: ``True`` prints a line every few seconds to stderr (the subspace
+    iteration's and the Lanczos steps, with elapsed time and an estimate of what is
+    left); a callable ``f(what, done, total, elapsed_s)`` gets every step
+    (:mod:`hessian_spectrum._progress`).
     """
     return _estimate(
         op,
@@ -571,6 +587,7 @@ def lanczos_approx_spec(
         start,
         smoothing,
         bounds=bounds,
+        progress=Progress("lanczos_approx_spec", 0, progress),
     )
 
 
@@ -590,6 +607,7 @@ def log_spectrum(
     subspace_oversample: int = 0,
     start: str = "rademacher",
     smoothing: str = "adaptive",
+    progress: Any = False,
 ) -> SpectralDensity:
     """Density of ``s = log10(|lambda| + eps)`` (paper Section 5.6; ``M = 2048`` there).
 
@@ -601,7 +619,8 @@ def log_spectrum(
     ``[log10(eps), log10(max|lambda| + eps)]`` (from the Ritz bounds) widened by
     ``margin``.  ``resolution`` (and :meth:`SpectralDensity.resolved`) mark the part
     below what ``M`` steps resolve.  See the module docstring for the change of
-    measure to ``|lambda|``; ``deflate`` as in :func:`lanczos_approx_spec`.
+    measure to ``|lambda|``; ``deflate`` and ``progress`` as in
+    :func:`lanczos_approx_spec`.
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -619,6 +638,7 @@ def log_spectrum(
         start,
         smoothing,
         eps=float(eps),
+        progress=Progress("log_spectrum", 0, progress),
     )
 
 
@@ -638,6 +658,7 @@ def _estimate(
     *,
     bounds=None,
     eps=None,
+    progress=None,
 ) -> SpectralDensity:
     """One Lanczos run (after deflation) smoothed into a density: of ``lambda``
     (``eps=None``, on ``bounds`` or the widened Ritz bounds) or of
@@ -656,6 +677,7 @@ def _estimate(
         subspace_iters,
         subspace_tol,
         subspace_oversample,
+        progress,
     )
     rank = outliers.size
     settings = dict(
@@ -716,6 +738,9 @@ def _estimate(
         bulk_weight=bulk_weight,
         by_sign=eps is not None,
     )
+    if progress is not None:
+        progress.unit = "product"
+        progress.finish(products, f"{rank} outliers deflated")
     return SpectralDensity(
         grid=grid,
         density=density,

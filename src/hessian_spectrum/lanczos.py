@@ -37,11 +37,13 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import torch
 
+from ._progress import Progress
 from .operators import as_operator
 
 __all__ = ["LanczosResult", "fast_lanczos", "slow_lanczos", "start_vectors"]
@@ -170,6 +172,7 @@ def fast_lanczos(
     start: str = "rademacher",
     v0: torch.Tensor | None = None,
     breakdown_tol: float | None = None,
+    progress: Any = False,
 ) -> LanczosResult:
     """FASTLANCZOS (Algorithm 2): ``num_iters`` three-term steps, no reorthogonalisation
 
@@ -184,6 +187,8 @@ def fast_lanczos(
         (``(p,)`` or ``(p, k)``, normalised here) is given.
     breakdown_tol : relative threshold on ``beta`` for early stopping
         (default ``max(10 eps, 1e-12)`` for the operator's dtype).
+    progress : ``True`` for a line every few seconds on stderr, or a callable
+        (:mod:`hessian_spectrum._progress`).
 
     Memory is ``O(p k)``: three blocks of vectors.
     """
@@ -211,9 +216,11 @@ def fast_lanczos(
     V_prev = torch.zeros_like(V)
     beta_prev = torch.zeros(k, dtype=torch.float64, device=op.device)
     before = op.num_products
+    prog = Progress("lanczos", M, progress)
     for m in range(M):
         W = op.matvec(V)
         _check_finite(W, m + 1)
+        prog.update(m + 1)
         W = W - (beta_prev.to(W.dtype) * V_prev)
         a = _dot(W, V)
         W = W - a.to(W.dtype) * V
@@ -232,6 +239,7 @@ def fast_lanczos(
         V_prev = V[:, keep]
         V = W[:, keep] / b_keep.to(W.dtype)
         beta_prev = b_keep
+    prog.finish(int(lengths.max()), f"{op.num_products - before} products")
     return LanczosResult(alpha, beta, lengths, op.num_products - before, op.size)
 
 

@@ -85,7 +85,11 @@ SPECTRA_ATTRS = (
     "log_smoothing",
 )
 
-_EIGEN_UNITS = "nat"  # eigenvalues of the Hessian of the mean cross-entropy (nats)
+# Eigenvalues of the Hessian of the mean cross-entropy (a loss in nats) with respect
+# to dimensionless weights: dimensionless numbers, "1" in UDUNITS (which has no
+# "nat"); EIGEN_COMMENT, a global attribute, names the loss unit.
+_EIGEN_UNITS = "1"
+EIGEN_COMMENT = "eigenvalues of second derivatives of the mean cross-entropy (nats)"
 
 
 def _get(pair, i: int) -> float:
@@ -146,7 +150,7 @@ def spectrum_dataset(
                 {
                     "long_name": "spectral grid: eigenvalue, or log10(|eigenvalue| "
                     "+ eps) for variant 'log'",
-                    "units": f"{_EIGEN_UNITS} (variant log: log10 of {_EIGEN_UNITS})",
+                    "units": "1",
                 },
             ),
             "density": (
@@ -155,7 +159,8 @@ def spectrum_dataset(
                 {
                     "long_name": "spectral density w.r.t. the grid variable "
                     "(deflated: the bulk, integrating to 1 - R/p)",
-                    "units": f"1/{_EIGEN_UNITS} (variant log: 1/decade)",
+                    "units": "1",
+                    "comment": "per unit eigenvalue; variant log: per decade",
                 },
             ),
             "outliers": (
@@ -202,7 +207,7 @@ def spectrum_dataset(
                 {
                     "long_name": "log spectra: grid value log10(resolution + eps) "
                     "below which the density is unresolved (NaN: linear variants)",
-                    "units": f"log10 of {_EIGEN_UNITS}",
+                    "units": "1",
                 },
             ),
             "lambda_min": (
@@ -233,18 +238,24 @@ def spectrum_dataset(
                 {
                     "long_name": "(1/p) sum of squared eigenvalues of that operator "
                     "(Gauss quadrature; deflated: the bulk's)",
-                    "units": f"{_EIGEN_UNITS}2",
+                    "units": "1",
                 },
             ),
             "bound_lo": (
                 lead,
                 np.full(shape, sd.bounds[0], dtype=np.float64),
-                {"long_name": "lower spectral bound (Algorithm 4)", "units": "nat"},
+                {
+                    "long_name": "lower spectral bound (Algorithm 4)",
+                    "units": _EIGEN_UNITS,
+                },
             ),
             "bound_hi": (
                 lead,
                 np.full(shape, sd.bounds[1], dtype=np.float64),
-                {"long_name": "upper spectral bound (Algorithm 4)", "units": "nat"},
+                {
+                    "long_name": "upper spectral bound (Algorithm 4)",
+                    "units": _EIGEN_UNITS,
+                },
             ),
             "num_products": (
                 lead,
@@ -281,6 +292,7 @@ def spectrum_dataset(
         ds.attrs["eps"] = float(sd.eps)
     ds.attrs["kind"] = "log" if log else "linear"
     ds.attrs["p"] = int(sd.p)
+    ds.attrs["comment"] = EIGEN_COMMENT
     return ds
 
 
@@ -329,7 +341,7 @@ def decomposition_dataset(
                 arr(eigenvalues),
                 {
                     "long_name": "eigenvalues of A1 + A2 + B1, descending",
-                    "units": "nat",
+                    "units": _EIGEN_UNITS,
                 },
             ),
             "a1a2b1_source": (
@@ -345,32 +357,41 @@ def decomposition_dataset(
             "b2_trace_per_class": (
                 lead + ("class",),
                 arr(b2_trace),
-                {"long_name": "Tr(B_{2,c})/n per class c", "units": "nat"},
+                {"long_name": "Tr(B_{2,c})/n per class c", "units": _EIGEN_UNITS},
             ),
             "b2_trace_stderr": (
                 lead + ("class",),
                 arr(b2_stderr),
-                {"long_name": "standard error of Tr(B_{2,c})/n", "units": "nat"},
+                {"long_name": "standard error of Tr(B_{2,c})/n", "units": _EIGEN_UNITS},
             ),
             "g_top_eigenvalues": (
                 lead + ("rank",),
                 arr(g_top_values),
-                {"long_name": "top-C eigenvalues of train G", "units": "nat"},
+                {"long_name": "top-C eigenvalues of train G", "units": _EIGEN_UNITS},
             ),
             "g_top_residuals": (
                 lead + ("rank",),
                 arr(g_top_residuals),
-                {"long_name": "residual norms ||G x - lambda x||", "units": "nat"},
+                {
+                    "long_name": "residual norms ||G x - lambda x||",
+                    "units": _EIGEN_UNITS,
+                },
             ),
             "a1_eigenvalues": (
                 lead + ("rank",),
                 arr(a1_eigenvalues),
-                {"long_name": "eigenvalues of A1 alone, descending", "units": "nat"},
+                {
+                    "long_name": "eigenvalues of A1 alone, descending",
+                    "units": _EIGEN_UNITS,
+                },
             ),
             "a2_eigenvalues": (
                 lead + ("rank",),
                 arr(a2_eigenvalues),
-                {"long_name": "eigenvalues of A2 alone, descending", "units": "nat"},
+                {
+                    "long_name": "eigenvalues of A2 alone, descending",
+                    "units": _EIGEN_UNITS,
+                },
             ),
             "g_top_converged": (
                 lead + ("rank",),
@@ -386,6 +407,7 @@ def decomposition_dataset(
         coords=_keyed(keys),
     )
     ds.attrs.update(dict(settings))
+    ds.attrs["comment"] = EIGEN_COMMENT
     return ds
 
 
@@ -555,6 +577,7 @@ def _combined_attrs(parts: Sequence[xr.Dataset], kind: str) -> dict:
             if name in a:
                 attrs.setdefault(name, a[name])
     attrs = {k: v for k, v in attrs.items() if v is not None}
+    attrs["comment"] = EIGEN_COMMENT
     attrs["estimators"] = (
         "LanczosApproxSpec (Algorithm 3) normalised by Algorithm 4 with the bounds "
         "read off the same M-step Krylov run; SubspaceIteration (Algorithm 5, "
@@ -577,6 +600,16 @@ _COORD_ATTRS = {
     "case": {"long_name": "synthetic self-check case (paper Figure 8)"},
     "lr": {"long_name": "initial learning rate", "units": "1"},
 }
+
+
+def _title_of(ds: xr.Dataset) -> str:
+    if "density" in ds:
+        return TITLES["spectra" if ds.sizes.get("operator", 1) > 1 else "spectrum"]
+    if "train_loss" in ds:
+        return TITLES["training"]
+    if "case" in ds.dims:
+        return TITLES["selfcheck"]
+    return TITLES["decomposition"]
 
 
 def _describe_coords(ds: xr.Dataset) -> None:
@@ -644,7 +677,7 @@ def training_dataset(
         at = by_run.get(str(Path(winner["run"])))
         if at is not None:
             selected[at[:3]] = float(winner["lr"])
-    units = {"loss": "nat", "error": "1"}
+    units = {"loss": "1", "error": "1"}  # loss in nats (UDUNITS: dimensionless)
     data = {
         name: (
             tuple(coords),
@@ -666,9 +699,60 @@ def training_dataset(
         selected,
         {"long_name": "learning rate with the best final test error", "units": "1"},
     )
+    run_dims = ("dataset", "arch", "sample_size", "lr")
+    for name, (long_name, units) in TRAINING_SETTINGS.items():
+        values = np.full(shape[:4], np.nan)
+        for dataset, arch, n, lr, history, _ in runs:
+            at = (
+                idx["dataset"][dataset],
+                idx["arch"][arch],
+                idx["sample_size"][n],
+                idx["lr"][lr],
+            )
+            value = history["config"].get(name)
+            values[at] = np.nan if value is None else float(value)
+        data[name] = (run_dims, values, {"long_name": long_name, "units": units})
+    width = max(len(r[4]["config"].get("milestones", [])) for r in runs)
+    milestones = np.full(shape[:4] + (max(width, 1),), np.nan)
+    for dataset, arch, n, lr, history, _ in runs:
+        at = (
+            idx["dataset"][dataset],
+            idx["arch"][arch],
+            idx["sample_size"][n],
+            idx["lr"][lr],
+        )
+        ms = history["config"].get("milestones", [])
+        milestones[at + (slice(0, len(ms)),)] = ms
+    data["milestones"] = (
+        run_dims + ("milestone",),
+        milestones,
+        {
+            "long_name": "epochs after which the learning rate is multiplied by 0.1 "
+            "(NaN-padded)",
+            "units": "1",
+        },
+    )
     ds = xr.Dataset(data, coords=coords)
     _describe_coords(ds)
+    # the settings every run shares, also as global attributes
+    for name in (*TRAINING_SETTINGS, "milestones"):
+        seen = {json.dumps(r[4]["config"].get(name)) for r in runs}
+        if len(seen) == 1 and (value := json.loads(seen.pop())) is not None:
+            ds.attrs[name] = np.asarray(value) if isinstance(value, list) else value
+    ds.attrs["optimizer"] = "SGD with momentum, step decay x0.1 at the milestones"
     return ds
+
+
+#: Per-run training settings of ``training.nc`` (history.json ``config`` keys).
+TRAINING_SETTINGS = {
+    "epochs": ("number of training epochs", "1"),
+    "batch_size": ("SGD mini-batch size", "1"),
+    "momentum": ("SGD momentum", "1"),
+    "weight_decay": ("L2 weight decay of SGD", "1"),
+    "seed": ("random seed of initialisation and data order", "1"),
+    "n_train": ("training examples of the run", "1"),
+    "n_test": ("test examples the run is evaluated on", "1"),
+}
 
 
 def read_training(paths: Iterable[str | os.PathLike]) -> xr.Dataset:
@@ -684,9 +768,45 @@ def read_training(paths: Iterable[str | os.PathLike]) -> xr.Dataset:
     return training_dataset(histories, selections)
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write ``ds`` atomically (temporary file, then rename), compressing variables."""
+#: Titles of the files the workflow writes, by what they hold.
+TITLES = {
+    "spectra": "Spectral densities of the Hessian, its Gauss-Newton part G, H and "
+    "the members of G",
+    "spectrum": "Spectral density of one operator at one checkpoint",
+    "decomposition": "Three-level structure of G: class-mean Gram eigenvalues and "
+    "per-class traces of B2 (paper Figure 7)",
+    "selfcheck": "Spectral estimators checked on synthetic spectra (paper Figure 8)",
+    "training": "SGD training curves and learning-rate selection",
+}
+
+
+def write_netcdf(
+    ds: xr.Dataset,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    config_digest: str | None = None,
+) -> None:
+    """Write ``ds`` atomically (temporary file, then rename), compressing variables.
+
+    The file gets CF-1.10 global attributes
+    (:func:`hessian_spectrum.provenance.cf_attributes`): ``title`` (``title``, else
+    the dataset's, else one from its contents), ``source`` (package version, git
+    commit, torch), ``history`` (a line for this write above the dataset's own),
+    ``references`` and ``config_digest`` when given.
+    """
+    from .provenance import cf_attributes
+
     path = Path(path)
+    ds = ds.copy(deep=False)
+    ds.attrs = dict(ds.attrs)
+    ds.attrs.update(
+        cf_attributes(
+            title or ds.attrs.get("title") or _title_of(ds),
+            digest=config_digest or ds.attrs.get("config_digest"),
+            history=ds.attrs.get("history"),
+        )
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     encoding = {

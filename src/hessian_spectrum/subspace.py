@@ -37,10 +37,12 @@ Example
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from ._progress import Progress
 from .lanczos import _check_finite
 from .operators import as_operator
 
@@ -126,6 +128,7 @@ def subspace_iteration(
     seed: int = 0,
     oversample: int = 0,
     tol: float | None = DEFAULT_TOL,
+    progress: Any = False,
 ) -> SubspaceResult:
     """Top-``rank`` eigenpairs (by magnitude) of a symmetric operator.
 
@@ -135,7 +138,8 @@ def subspace_iteration(
     :data:`DEFAULT_TOL`.  Returns a
     :class:`SubspaceResult`, which unpacks as ``(values, vectors, residuals)``.
     Costs ``(steps + 1) * (rank + oversample)`` vector products, with
-    ``steps <= num_iters``.
+    ``steps <= num_iters``.  ``progress``: ``True`` for a line every few seconds on
+    stderr, or a callable (:mod:`hessian_spectrum._progress`).
     """
     op = as_operator(op)
     if int(rank) != rank or rank < 1:
@@ -158,16 +162,19 @@ def subspace_iteration(
     Q = torch.randn(op.size, width, generator=gen, dtype=torch.float64)
     Q = torch.linalg.qr(Q.to(device=op.device, dtype=op.dtype))[0]
     step = 0
+    prog = Progress("subspace iteration", num_iters, progress, unit="iteration")
     while True:
         Z = op.matvec(Q)
         _check_finite(Z, step + 1)
         vals, vectors, residuals = _rayleigh_ritz(Q, Z, rank)
         scale = float(vals.abs().max())
         converged = (residuals <= tol * scale).cpu().numpy()
+        prog.update(step, f"{int(converged.sum())}/{rank} pairs converged")
         if step == num_iters or (stop and converged.all()):
             break
         Q = torch.linalg.qr(Z)[0]
         step += 1
+    prog.finish(step, f"{int(converged.sum())}/{rank} pairs converged")
     return SubspaceResult(
         vals.cpu(),
         vectors.to(op.dtype),

@@ -306,8 +306,14 @@ def _progress(epochs: int, rec: dict) -> str:
         f"epoch {rec['epoch']:>4d}/{epochs} lr {rec['lr']:.3e} "
         f"train_loss {rec['train_loss']:.4f} train_error {rec['train_error']:.4f} "
         f"test_loss {rec['test_loss']:.4f} test_error {rec['test_error']:.4f} "
-        f"{rec['seconds']:.1f}s"
+        f"{_duration(rec['seconds'])}"
     )
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 ms`` below a second (tiny runs take milliseconds per epoch), else
+    ``4.56 s``."""
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def _stderr(line: str) -> None:
