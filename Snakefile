@@ -7,12 +7,16 @@
 # workflow/rules/common.smk. Per-job files under results/ are the source of truth;
 # results/*.nc and results/figures/ are rebuilt from them.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default configuration, found next to this file (not in the working directory):
+# the workflow runs with `-d <elsewhere>` and as a module of another workflow.
+configfile: Path(str(workflow.current_basedir)) / "config" / "config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -33,9 +37,9 @@ include: "workflow/rules/findings.smk"
 
 # The default target: aggregated NetCDF files and every configured figure.
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True
 
 
 # Cheap bookkeeping runs on the submitting host, never as cluster jobs.

@@ -116,3 +116,25 @@ def test_license_and_citation():
     assert cff["version"] == PROJECT["version"]
     assert cff["license"] == PROJECT["license"]
     assert "Papyan" in str(cff["preferred-citation"]["authors"])
+
+
+def test_conda_environment_pins_what_constraints_pins():
+    """workflow/envs/hessian-spectrum.yaml (`--sdm conda`) installs the library's
+    core and data dependencies at the versions of constraints.txt, the venv's."""
+    env = yaml.safe_load((ROOT / "workflow/envs/hessian-spectrum.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.split("==")
+            pinned[name.strip().lower()] = version.strip()
+    in_env = {Requirement(r).name.lower(): Requirement(r) for r in pip}
+    needed = {**CORE, **requirements(PROJECT["optional-dependencies"]["data"])}
+    assert set(in_env) == set(needed)
+    for name, req in in_env.items():
+        (spec,) = req.specifier
+        assert spec.operator == "==" and spec.version == pinned[name], name
+    assert "python=3.11" in env["dependencies"]
+    rules = "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    conda = re.findall(r"^\s*conda:\s*\n\s*CONDA_ENV\s*$", rules, re.M)
+    assert len(conda) == len(re.findall(r"^\s*shell:", rules, re.M)) > 10

@@ -112,6 +112,11 @@ def test_slurm_profile_settings_are_the_ones_in_force(tmp_path):
     assert args.executor == "slurm"
     assert args.latency_wait == shipped["latency-wait"] == 60
     assert args.keep_going is True and args.retries == 1
+    assert args.slurm_efficiency_report is True
+    assert (
+        str(args.slurm_efficiency_report_path)
+        == shipped["slurm-efficiency-report-path"]
+    )
     threads = {rule: r.value for rule, r in args.set_threads.items()}
     assert threads == shipped["set-threads"]
     memory = {rule: r["mem_mb"].value for rule, r in args.set_resources.items()}
@@ -133,6 +138,10 @@ def test_gpu_and_cpu_jobs_go_to_their_own_partitions():
             assert partition != cpu and "gpu" in partition, rule
         else:
             assert partition == cpu, rule
+
+
+def shipped_profile() -> dict:
+    return yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
 
 
 def compare(local: Path, remote: Path, name: str) -> None:
@@ -189,6 +198,13 @@ def test_tiny_config_on_slurm_equals_local_run(cluster, tmp_path):
     states = dict(line.split("|")[:2] for line in sacct.stdout.split())
     assert set(states) == set(job_ids), (sacct.stdout, sacct.stderr)
     assert set(states.values()) == {"COMPLETED"}, states
+    report = remote / shipped_profile()["slurm-efficiency-report-path"]
+    assert report.exists(), f"no efficiency report:\n{log[-3000:]}"
+    assert "JobID" in report.read_text().splitlines()[0] or report.stat().st_size
+    benchmarks = list((remote / "results" / "benchmarks").rglob("*.tsv"))
+    assert benchmarks and all(
+        b.read_text().startswith("s\th:m:s\tmax_rss") for b in benchmarks
+    )
 
     # The local run with the profile's torch threads: float32 sums over 4 threads
     # differ from 1 thread's at round-off.

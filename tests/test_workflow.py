@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -464,3 +465,105 @@ def test_training_resumes_inside_the_workflow_after_sigkill(tmp_path):
     assert all(
         torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"]
     )
+
+
+def test_lint_is_clean_and_workflow_files_are_snakefmt_formatted():
+    """`snakemake --lint` (conda environment per rule, no mixed rules and functions,
+    no variables from outside a rule in shell commands) and snakefmt, as a new user
+    or a CI check would run them."""
+    lint = subprocess.run(
+        [str(SNAKEMAKE), "--lint", "--cores", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert lint.returncode == 0, lint.stdout[-4000:] + lint.stderr[-4000:]
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    fmt = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fmt.returncode == 0, fmt.stdout[-4000:] + fmt.stderr[-4000:]
+
+
+def _check_finished_run(work: Path) -> None:
+    """The tiny config's results, figures and benchmark files are all in `work`."""
+    results = work / "results"
+    for name in ("spectra", "training", "decomposition", "selfcheck"):
+        with xr.open_dataset(results / f"{name}.nc") as ds:
+            assert ds.attrs["Conventions"] == "CF-1.10"
+            assert ds.attrs["config_digest"].startswith("sha256:")
+    assert all((results / "figures" / f"{kind}.png").exists() for kind in FIGURES)
+    assert (results / "findings.csv").exists()
+    benchmarks = sorted(
+        p.relative_to(results / "benchmarks").parts[0]
+        for p in (results / "benchmarks").rglob("*.tsv")
+    )
+    assert set(benchmarks) >= {"train", "spectrum", "decomposition", "selfcheck"}
+    header = next((results / "benchmarks").rglob("*.tsv")).read_text().split()[:3]
+    assert header == ["s", "h:m:s", "max_rss"]
+
+
+def test_runs_from_another_working_directory(tmp_path):
+    """`snakemake -s <repo>/Snakefile -d <elsewhere>`: the scripts, schema, default
+    config and library are found from the workflow's own folder (a path with a space
+    included); everything the run writes lands in <elsewhere>."""
+    work = tmp_path / "else where"
+    work.mkdir()
+    before = sorted(p.name for p in REPO.iterdir())
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+        "--configfile",
+        str(REPO / TEST_CONFIG),
+        "--cores",
+        "2",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    _check_finished_run(work)
+    assert (work / ".snakemake").is_dir()
+    assert sorted(p.name for p in REPO.iterdir()) == before  # nothing new in the repo
+    log = next((work / "results/logs/train").rglob("*.log")).read_text()
+    head = log.splitlines()[0]
+    assert " train start: hessian-spectrum " in head and "device cpu" in head
+    assert re.search(r"^epoch\s+2/2 .* \d+\.\d (ms|s)$", log, flags=re.M), log
+    assert " train done after " in log.splitlines()[-1]
+
+
+def test_runs_as_a_module_of_another_workflow(tmp_path):
+    """A host workflow imports this one with `module:` and `use rule * from`, with
+    its own config; the prefixed rules run the whole tiny config in the host's
+    folder."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "Snakefile").write_text(
+        f'configfile: "{REPO / TEST_CONFIG}"\n\n\n'
+        "module hessian_spectrum:\n"
+        f'    snakefile:\n        "{REPO / "Snakefile"}"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from hessian_spectrum as hs_*\n\n\n"
+        "rule all:\n    default_target: True\n"
+        "    input:\n        rules.hs_all.input,\n"
+    )
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "2"],
+        cwd=host,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert "hs_spectrum" in proc.stdout + proc.stderr
+    _check_finished_run(host)

@@ -2,6 +2,7 @@
 # and the lists of target files. Plain functions only (no lambdas), so that every input
 # function has a name in error messages and in `snakemake --list-rules`.
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -12,6 +13,7 @@ from pathlib import Path
 import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
 
 # ---------------------------------------------------------------------------------
 # Validation at parse time: the schema (with defaults for omitted keys), then the
@@ -29,7 +31,16 @@ def config_key(path):
     ).lstrip(".")
 
 
-SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+# Where the workflow lives, found from this file (workflow/rules/common.smk), not from
+# the working directory: the workflow runs with `-d <elsewhere>` and as a `module:` of
+# another workflow (workflow.basedir is then the host's folder; current_basedir is
+# this file's own at parse time).
+WORKFLOW_ROOT = Path(str(workflow.current_basedir)).resolve().parents[1]
+SCHEMA_PATH = WORKFLOW_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Software deployment: by default every rule runs with the interpreter that runs
+# Snakemake (the project's .venv, `make install`); with `--sdm conda` each rule runs in
+# this environment instead (README, "Software deployment"). Relative to the rule files.
+CONDA_ENV = "../envs/hessian-spectrum.yaml"
 
 
 def describe_schema(schema, root):
@@ -119,6 +130,15 @@ try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as error:
     raise config_error(error) from None
+
+# Recorded as config_digest in the aggregated NetCDF files (aggregate.smk), the same
+# digest as hessian_spectrum.provenance.config_digest(config).
+CONFIG_DIGEST = (
+    "sha256:"
+    + hashlib.sha256(
+        json.dumps(config, sort_keys=True, default=str, separators=(",", ":")).encode()
+    ).hexdigest()
+)
 
 
 # Scripts run with the interpreter that runs Snakemake (the project's .venv): its
@@ -331,21 +351,38 @@ def check_config():
         raise WorkflowError(
             "Config key 'figures.kinds': fig8 needs 'selfcheck.enabled: true'."
         )
+
+
 # ---------------------------------------------------------------------------------
 # Library sources as inputs: editing a module that a script imports must recompute
 # the results that depend on it (Snakemake tracks rule code and params, not imports).
 # The package is located without importing it (importing would load torch).
 # ---------------------------------------------------------------------------------
 def _package_dir():
+    """The library the scripts import: the one of this workflow's own source tree
+    (src/hessian_spectrum, put first on PYTHONPATH below, so that an installed copy
+    of another version cannot stand in for it and a conda environment needs only the
+    dependencies), else the installed package (a deployment of the workflow files
+    alone). Located without importing it (importing would load torch)."""
+    here = WORKFLOW_ROOT / "src" / "hessian_spectrum"
+    if (here / "__init__.py").exists():
+        return here, True
     spec = importlib.util.find_spec("hessian_spectrum")
     if spec is None or not spec.submodule_search_locations:
         raise WorkflowError(
-            "The package hessian_spectrum is not installed: run `make install`."
+            f"The library hessian_spectrum is neither in the workflow's folder ({here}) "
+            "nor installed: run `make install`."
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(list(spec.submodule_search_locations)[0]), False
 
 
-PACKAGE_DIR = _package_dir()
+PACKAGE_DIR, _OWN_SOURCE = _package_dir()
+if _OWN_SOURCE:
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(
+            [str(PACKAGE_DIR.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        )
+    )
 
 
 def light_module(name):
@@ -362,6 +399,13 @@ def light_module(name):
 
 integrity = light_module("integrity")
 catalog = light_module("catalog")
+
+
+def script_file(name):
+    """scripts/<name>.py of this workflow, an input of the rules that run it: an edit
+    of the script reruns its jobs, and the rule finds it wherever the working
+    directory is."""
+    return str(WORKFLOW_ROOT / "scripts" / f"{name}.py")
 
 
 def library_sources(*modules):
@@ -539,13 +583,15 @@ PREVIOUS_SUFFIX = ".previous"
 
 def retire(paths):
     """Move aggregates aside to ``<name>.previous`` (kept until their successor is
-    written: rule aggregate_*) so that they are made again: Snakemake does not
+    written: the aggregate_* rules) so that they are made again: Snakemake does not
     regenerate a missing intermediate file while what is made from it is up to date,
     but rule all asks for every aggregate."""
     for path in paths:
         if os.path.exists(path):
             os.replace(path, path + PREVIOUS_SUFFIX)
-            report_damage(f"{path} is to be made again (kept as {path}{PREVIOUS_SUFFIX})")
+            report_damage(
+                f"{path} is to be made again (kept as {path}{PREVIOUS_SUFFIX})"
+            )
 
 
 def intact(paths, consumer_outputs=()):
@@ -724,7 +770,7 @@ def training_params(wildcards):
 
 
 def train_state_dir(wildcards):
-    """Where a run trains and resumes (rule train): one folder per run identity, so
+    """Where a run trains and resumes (the train rule): one folder per run identity, so
     that a change of seed, batch size, width or test cap starts a fresh run while
     more epochs or checkpoints continue the existing one."""
     import hashlib
@@ -791,6 +837,7 @@ SPECTRAL_CODE = library_sources(
     "results",
 )
 
+
 def selfcheck_options(wildcards):
     selfcheck = config["selfcheck"]
     return (
@@ -826,3 +873,35 @@ def aggregate_listing(kind, keys):
 check_config()
 # A damaged aggregate is moved aside here and made again (rule all asks for it).
 integrity.check_files(aggregate_outputs(), log=report_damage)
+
+
+# ---------------------------------------------------------------------------------
+# Spectral jobs (spectra.smk): the files of one job and its variant options
+# ---------------------------------------------------------------------------------
+SPECTRUM_DIR = f"{RESULTS}/spectra/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}"
+
+
+def spectrum_outputs(key):
+    """Every configured operator with its variants (`spectra.<key>`), one split."""
+    return [
+        f"{SPECTRUM_DIR}/{{split}}/{operator}_{variant}.nc"
+        for operator in config["spectra"]["operators"]
+        for variant in operator_variants(operator, key)
+    ]
+
+
+def spectrum_operators(key):
+    return [op for op in config["spectra"]["operators"] if operator_variants(op, key)]
+
+
+def spectrum_variant_options(key):
+    """--variants-of OPERATOR=V1,V2 for each operator (`spectra.<key>`)."""
+    return " ".join(
+        f"--variants-of {operator}={','.join(operator_variants(operator, key))}"
+        for operator in spectrum_operators(key)
+    )
+
+
+def spectrum_all_variants(key):
+    found = {v for op in spectrum_operators(key) for v in operator_variants(op, key)}
+    return sorted(found) or ["plain"]

@@ -4,17 +4,20 @@
 
 rule subsample:
     input:
+        script=script_file("subsample"),
         code=library_sources("data"),
     output:
         f"{RESULTS}/subsamples/{{dataset}}/n{{n}}.npz",
     log:
         f"{LOGS}/subsample/{{dataset}}/n{{n}}.log",
+    conda:
+        CONDA_ENV
     params:
         data_root=data_root_option,
         seed=config["subsample_seed"],
         download=download_option,
     shell:
-        "python scripts/subsample.py --dataset {wildcards.dataset}"
+        "python {input.script} --dataset {wildcards.dataset}"
         " {params.data_root} {params.download}"
         " --n-per-class {wildcards.n} --seed {params.seed} --out {output}"
         " > {log} 2>&1"

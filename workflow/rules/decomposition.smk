@@ -10,6 +10,7 @@
 rule decomposition:
     input:
         unpack(g_top_input),
+        script=script_file("decomposition_job"),
         selected=checked_selected,
         subsample=SUBSAMPLE,
         code=library_sources(
@@ -26,6 +27,13 @@ rule decomposition:
         f"{RESULTS}/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.nc",
     log:
         f"{LOGS}/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/decomposition/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     params:
         data_root=data_root_option,
         subspace_iters=config["spectra"]["subspace_iters"],
@@ -35,11 +43,8 @@ rule decomposition:
         subspace_tol=config["spectra"]["subspace_tol"],
         oversample=config["spectra"]["subspace_oversample"],
         g_top=g_top_option,
-    threads: 1
-    resources:
-        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     shell:
-        "OMP_NUM_THREADS={threads} python scripts/decomposition_job.py"
+        "OMP_NUM_THREADS={threads} python {input.script}"
         " --selected {input.selected} --epoch {wildcards.epoch}"
         " --dataset {wildcards.dataset} {params.data_root}"
         " --subsample {input.subsample} --subspace-iters {params.subspace_iters}"

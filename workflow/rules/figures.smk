@@ -3,9 +3,11 @@
 # (figures.*) are params of these rules only, so changing them reruns only figures.
 # Figures read the aggregated NetCDF files only, never checkpoints.
 
+
 # G decomposition: spectra of A1, A2, B1, B2 and G minus each member.
 rule fig1:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -17,11 +19,13 @@ rule fig1:
         pdf=f"{RESULTS}/figures/fig1.pdf",
     log:
         f"{LOGS}/figures/fig1.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig1"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig1 {params.options}"
+        "python {input.script} --figure fig1 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -29,6 +33,7 @@ rule fig1:
 # Hessian, deflated, train and test, every data set.
 rule fig2:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -40,11 +45,13 @@ rule fig2:
         pdf=f"{RESULTS}/figures/fig2.pdf",
     log:
         f"{LOGS}/figures/fig2.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig2"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig2 {params.options}"
+        "python {input.script} --figure fig2 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -52,6 +59,7 @@ rule fig2:
 # Hess, G and H.
 rule fig3:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -63,11 +71,13 @@ rule fig3:
         pdf=f"{RESULTS}/figures/fig3.pdf",
     log:
         f"{LOGS}/figures/fig3.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig3"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig3 {params.options}"
+        "python {input.script} --figure fig3 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -75,6 +85,7 @@ rule fig3:
 # Tails of H on a log axis and the log spectrum.
 rule fig4:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -86,11 +97,13 @@ rule fig4:
         pdf=f"{RESULTS}/figures/fig4.pdf",
     log:
         f"{LOGS}/figures/fig4.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig4"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig4 {params.options}"
+        "python {input.script} --figure fig4 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -98,6 +111,7 @@ rule fig4:
 # Low-rank deflation against plain LanczosApproxSpec.
 rule fig5:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -109,11 +123,13 @@ rule fig5:
         pdf=f"{RESULTS}/figures/fig5.pdf",
     log:
         f"{LOGS}/figures/fig5.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig5"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig5 {params.options}"
+        "python {input.script} --figure fig5 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -121,6 +137,7 @@ rule fig5:
 # Dynamics of Hess, G and H with epoch and sample size.
 rule fig6:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -132,11 +149,13 @@ rule fig6:
         pdf=f"{RESULTS}/figures/fig6.pdf",
     log:
         f"{LOGS}/figures/fig6.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig6"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig6 {params.options}"
+        "python {input.script} --figure fig6 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -144,6 +163,7 @@ rule fig6:
 # Three-level hierarchy of G with epoch and sample size.
 rule fig7:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         decomposition=f"{RESULTS}/decomposition.nc",
         code=library_sources("plotting"),
@@ -156,11 +176,13 @@ rule fig7:
         pdf=f"{RESULTS}/figures/fig7.pdf",
     log:
         f"{LOGS}/figures/fig7.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig7"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig7 {params.options}"
+        "python {input.script} --figure fig7 {params.options}"
         " --spectra {input.spectra} --decomposition {input.decomposition} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -168,6 +190,7 @@ rule fig7:
 # Self-check of the estimators on synthetic matrices.
 rule fig8:
     input:
+        script=script_file("make_figures"),
         selfcheck=f"{RESULTS}/selfcheck.nc",
         code=library_sources("plotting"),
     output:
@@ -179,11 +202,13 @@ rule fig8:
         pdf=f"{RESULTS}/figures/fig8.pdf",
     log:
         f"{LOGS}/figures/fig8.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig8"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig8 {params.options}"
+        "python {input.script} --figure fig8 {params.options}"
         " --selfcheck {input.selfcheck} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -191,6 +216,7 @@ rule fig8:
 # Hessian without deflation, every data set.
 rule fig9:
     input:
+        script=script_file("make_figures"),
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
     output:
@@ -202,11 +228,13 @@ rule fig9:
         pdf=f"{RESULTS}/figures/fig9.pdf",
     log:
         f"{LOGS}/figures/fig9.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig9"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig9 {params.options}"
+        "python {input.script} --figure fig9 {params.options}"
         " --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"
 
@@ -214,6 +242,7 @@ rule fig9:
 # Learning curves.
 rule fig10:
     input:
+        script=script_file("make_figures"),
         training=f"{RESULTS}/training.nc",
         spectra=f"{RESULTS}/spectra.nc",
         code=library_sources("plotting"),
@@ -226,10 +255,12 @@ rule fig10:
         pdf=f"{RESULTS}/figures/fig10.pdf",
     log:
         f"{LOGS}/figures/fig10.log",
+    conda:
+        CONDA_ENV
     params:
         options=figure_options("fig10"),
         dpi=config["figures"]["dpi"],
     shell:
-        "python scripts/make_figures.py --figure fig10 {params.options}"
+        "python {input.script} --figure fig10 {params.options}"
         " --training {input.training} --spectra {input.spectra} --dpi {params.dpi}"
         " --out {output.png} > {log} 2>&1"

@@ -6,6 +6,7 @@
 rule findings:
     input:
         unpack(findings_inputs),
+        script=script_file("findings"),
         code=library_sources("findings", "features", "powerlaw"),
     output:
         csv=report(
@@ -16,8 +17,10 @@ rule findings:
         md=f"{RESULTS}/findings.md",
     log:
         f"{LOGS}/findings.log",
+    conda:
+        CONDA_ENV
     params:
         options=findings_options,
     shell:
-        "python scripts/findings.py {params.options}"
+        "python {input.script} {params.options}"
         " --csv {output.csv} --md {output.md} > {log} 2>&1"

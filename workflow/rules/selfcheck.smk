@@ -4,16 +4,19 @@
 
 rule selfcheck:
     input:
-        code=library_sources(
-            "operators", "lanczos", "density", "validation", "results"
-        ),
+        script=script_file("selfcheck"),
+        code=library_sources("operators", "lanczos", "density", "validation", "results"),
     output:
         f"{RESULTS}/selfcheck/{{case}}.nc",
     log:
         f"{LOGS}/selfcheck/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/selfcheck/{{case}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         options=selfcheck_options,
-    threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} python scripts/selfcheck.py --case {wildcards.case}"
+        "OMP_NUM_THREADS={threads} python {input.script} --case {wildcards.case}"
         " {params.options} --out {output} > {log} 2>&1"

@@ -18,35 +18,6 @@
 # of them reruns the spectra.
 
 
-SPECTRUM_DIR = f"{RESULTS}/spectra/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}"
-
-
-def spectrum_outputs(key):
-    """Every configured operator with its variants (`spectra.<key>`), one split."""
-    return [
-        f"{SPECTRUM_DIR}/{{split}}/{operator}_{variant}.nc"
-        for operator in config["spectra"]["operators"]
-        for variant in operator_variants(operator, key)
-    ]
-
-
-def spectrum_operators(key):
-    return [op for op in config["spectra"]["operators"] if operator_variants(op, key)]
-
-
-def spectrum_variant_options(key):
-    """--variants-of OPERATOR=V1,V2 for each operator (`spectra.<key>`)."""
-    return " ".join(
-        f"--variants-of {operator}={','.join(operator_variants(operator, key))}"
-        for operator in spectrum_operators(key)
-    )
-
-
-def spectrum_all_variants(key):
-    found = {v for op in spectrum_operators(key) for v in operator_variants(op, key)}
-    return sorted(found) or ["plain"]
-
-
 # rule spectrum: the variants of spectra.variants, at every setting; rule
 # spectrum_focus: those of spectra.focus_variants not already among them, at the
 # focus setting only (so the two rules never write the same file).
@@ -58,6 +29,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
         name:
             _name
         input:
+            script=script_file("spectrum"),
             selected=checked_selected,
             subsample=SUBSAMPLE,
             code=SPECTRAL_CODE + library_sources("curvature", "_cache"),
@@ -66,6 +38,14 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
         log:
             f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/"
             f"{_name}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/{{split}}/"
+            f"{_name}.tsv"
+        conda:
+            CONDA_ENV
+        threads: 1
+        resources:
+            cache=CACHE_RESOURCE,
         params:
             data_root=data_root_option,
             batch_size=spectral_batch_option,
@@ -74,11 +54,8 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
             variants=spectrum_variant_options(_key),
             options=spectral_options(spectrum_all_variants(_key)),
             outdir=f"{SPECTRUM_DIR}/{{split}}",
-        threads: 1
-        resources:
-            cache=CACHE_RESOURCE,
         shell:
-            "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
+            "OMP_NUM_THREADS={threads} python {input.script}"
             " --selected {input.selected} --epoch {wildcards.epoch}"
             " --dataset {wildcards.dataset} {params.data_root}"
             " --subsample {input.subsample} --split {wildcards.split}"
@@ -92,6 +69,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
 # selected run and epoch (the members share G's class statistics).
 rule decomposition_spectra:
     input:
+        script=script_file("spectrum"),
         selected=checked_selected,
         subsample=SUBSAMPLE,
         code=SPECTRAL_CODE + library_sources("decomposition"),
@@ -104,17 +82,24 @@ rule decomposition_spectra:
         ),
     log:
         f"{LOGS}/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/train/decomposition.log",
+    benchmark:
+        (
+            f"{RESULTS}/benchmarks/spectrum/{{dataset}}/{{arch}}/n{{n}}/e{{epoch}}/"
+            "train/decomposition.tsv"
+        )
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     params:
         data_root=data_root_option,
         batch_size=spectral_batch_option,
         operators=" ".join(config["decomposition"]["operators"]),
         options=spectral_options(config["decomposition"]["variants"]),
         outdir=f"{SPECTRUM_DIR}/train",
-    threads: 1
-    resources:
-        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     shell:
-        "OMP_NUM_THREADS={threads} python scripts/spectrum.py"
+        "OMP_NUM_THREADS={threads} python {input.script}"
         " --selected {input.selected} --epoch {wildcards.epoch}"
         " --dataset {wildcards.dataset} {params.data_root} {params.batch_size}"
         " --subsample {input.subsample} --split train"

@@ -17,20 +17,25 @@
 
 rule train:
     input:
+        script=script_file("train"),
         subsample=SUBSAMPLE,
         code=library_sources("data", "models", "training"),
     output:
         directory(f"{RESULTS}/runs/{{dataset}}/{{arch}}/n{{n}}/lr{{lr}}"),
     log:
         f"{LOGS}/train/{{dataset}}/{{arch}}/n{{n}}/lr{{lr}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{arch}}/n{{n}}/lr{{lr}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         data_root=data_root_option,
         download=download_option,
         run=training_params,
         state=train_state_dir,
-    threads: 1
     shell:
-        "OMP_NUM_THREADS={threads} python scripts/train.py"
+        "OMP_NUM_THREADS={threads} python {input.script}"
         " --dataset {wildcards.dataset} {params.data_root} {params.download}"
         " --subset {input.subsample} --arch {wildcards.arch} --lr {wildcards.lr}"
         " --epochs {params.run[epochs]} --checkpoint-epochs {params.run[checkpoints]}"
@@ -41,14 +46,17 @@ rule train:
 
 rule select_learning_rate:
     input:
+        script=script_file("select_lr"),
         runs=candidate_runs,
         code=library_sources("training"),
     output:
         f"{RESULTS}/runs/{{dataset}}/{{arch}}/n{{n}}/selected.json",
     log:
         f"{LOGS}/select/{{dataset}}/{{arch}}/n{{n}}.log",
+    conda:
+        CONDA_ENV
     params:
         histories=candidate_histories,
     shell:
-        "python scripts/select_lr.py --histories {params.histories} --out {output}"
+        "python {input.script} --histories {params.histories} --out {output}"
         " > {log} 2>&1"
