@@ -198,9 +198,11 @@ def test_tiny_config_on_slurm_equals_local_run(cluster, tmp_path):
     states = dict(line.split("|")[:2] for line in sacct.stdout.split())
     assert set(states) == set(job_ids), (sacct.stdout, sacct.stderr)
     assert set(states.values()) == {"COMPLETED"}, states
-    report = remote / shipped_profile()["slurm-efficiency-report-path"]
-    assert report.exists(), f"no efficiency report:\n{log[-3000:]}"
-    assert "JobID" in report.read_text().splitlines()[0] or report.stat().st_size
+    folder = remote / shipped_profile()["slurm-efficiency-report-path"]
+    reports = list(folder.glob("efficiency_report_*.csv"))
+    assert len(reports) == 1, f"no efficiency report in {folder}:\n{log[-3000:]}"
+    header, *rows = reports[0].read_text().splitlines()
+    assert "CPU Efficiency (%)" in header and len(rows) >= len(job_ids)
     benchmarks = list((remote / "results" / "benchmarks").rglob("*.tsv"))
     assert benchmarks and all(
         b.read_text().startswith("s\th:m:s\tmax_rss") for b in benchmarks

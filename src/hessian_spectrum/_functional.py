@@ -183,7 +183,9 @@ class Batches:
     (a generator) is refused: every product passes over the data again.
     """
 
-    def __init__(self, data: Any, batch_size: int, device: torch.device):
+    def __init__(
+        self, data: Any, batch_size: int, device: torch.device, allow_empty=False
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -212,7 +214,7 @@ class Batches:
             self._pair = None
             self._iterable = data
         self.num_samples = sum(int(y.shape[0]) for _, y in self._raw())
-        if self.num_samples == 0:
+        if self.num_samples == 0 and not allow_empty:
             raise ValueError("data set is empty: it holds no samples")
 
     def _raw(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

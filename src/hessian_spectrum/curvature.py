@@ -68,6 +68,7 @@ from torch import nn
 from torch.func import grad, grad_and_value, jvp, vjp, vmap
 
 from ._cache import ProductCache, auto_budget
+from ._distributed import Reducer, reducer
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from .operators import LinearOperator
 
@@ -102,10 +103,11 @@ class Curvature:
         num_classes: int,
         weight_decay: float = 0.0,
         cache: bool | int | str = "auto",
+        reduce: Reducer | None = None,
     ):
         # The operators refer to the problem, not to this object: no reference cycle,
         # so that dropping a Curvature frees its cache at once (GPU memory included).
-        problem = _Problem(flat, batches, num_classes, weight_decay, cache)
+        problem = _Problem(flat, batches, num_classes, weight_decay, cache, reduce)
         self._problem = problem
         self.flat = flat
         self.batches = batches
@@ -131,11 +133,12 @@ class Curvature:
 
     def loss(self) -> float:
         """``L(theta) = (1/N) sum_i l(f(x_i; theta), y_i) + (wd/2) ||theta||^2``."""
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64)
         with torch.no_grad():
             for x, y, w in self.iter_batches():
                 z = self.flat.logits(self.flat.params, x)
                 total += w * float(F.cross_entropy(z, y))
+        total = float(self._problem.reduce.sum_(total))
         theta = self.flat.theta()
         return total + 0.5 * self.weight_decay * float(theta @ theta)
 
@@ -145,6 +148,7 @@ class Curvature:
         for x, y, w in self.iter_batches():
             g = grad(_mean_loss(self.flat, x, y))(self.flat.params)
             out += w * self.flat.flatten(g)
+        self._problem.reduce.sum_(out)
         if self.weight_decay:
             out += self.weight_decay * self.flat.theta()
         return _finite(out, "gradient")
@@ -152,11 +156,13 @@ class Curvature:
     def loss_and_gradient(self) -> tuple[float, torch.Tensor]:
         """``(loss(), gradient())`` in one pass over the data."""
         out = torch.zeros(self.p, dtype=self.dtype, device=self.device)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64)
         for x, y, w in self.iter_batches():
             g, value = grad_and_value(_mean_loss(self.flat, x, y))(self.flat.params)
             out += w * self.flat.flatten(g)
             total += w * float(value)
+        self._problem.reduce.sum_(out)
+        total = float(self._problem.reduce.sum_(total))
         if self.weight_decay:
             theta = self.flat.theta()
             out += self.weight_decay * theta
@@ -184,12 +190,19 @@ class _Problem:
     """What the operators of one :class:`Curvature` share: the model as a flat
     function, the data, the settings and the linearisation cache."""
 
-    def __init__(self, flat, batches, num_classes, weight_decay, cache):
+    def __init__(self, flat, batches, num_classes, weight_decay, cache, reduce=None):
         self.flat = flat
         self.batches = batches
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)
-        self.num_samples = batches.num_samples
+        self.reduce = reduce if reduce is not None else Reducer()
+        # N over all ranks: each rank weights its batches by b / N, and the sum over
+        # ranks of their partial products is the mean over the whole data set
+        self.num_samples = int(
+            self.reduce.sum_(
+                torch.tensor(float(batches.num_samples), dtype=torch.float64)
+            )
+        )
         self.p, self.dtype, self.device = flat.p, flat.dtype, flat.device
         self.cache = ProductCache(_cache_budget(cache, flat.device))
         # tensors alive anyway: not charged to the cache
@@ -264,6 +277,7 @@ class _CurvatureOperator(LinearOperator):
             for j in range(V.shape[1]):
                 parts = bound(*cur.flat.unflatten(V[:, j]).values())
                 out[:, j] += w * torch.cat([t.reshape(-1) for t in parts])
+        self.cur.reduce.sum_(out)
         return _finite(out, f"{self.name} product")
 
 
@@ -457,6 +471,7 @@ def curvature(
     weight_decay: float = 0.0,
     check: bool = True,
     cache: bool | int | str = "auto",
+    distributed: bool = False,
 ) -> Curvature:
     """Matrix-free Hess, G and H of the mean cross-entropy of ``model`` on ``data``.
 
@@ -497,6 +512,14 @@ def curvature(
         is a budget in bytes; ``True`` caches every batch; ``False`` (or 0)
         recomputes every product, using the least memory.  Batches beyond the budget
         are recomputed; results are the same either way.
+    distributed:
+        Data-parallel products over the initialised ``torch.distributed`` process
+        group (:mod:`hessian_spectrum._distributed`): ``data`` is this rank's shard
+        (shards may differ in size), every product, :meth:`Curvature.loss` and
+        :meth:`Curvature.gradient` is the mean over all ranks' samples, identical on
+        every rank.  Every rank must call with the same model and settings and run
+        the same products (Lanczos, subspace iteration and the densities do: they
+        need no change).  NCCL on GPUs, gloo on CPUs.
 
     Returns
     -------
@@ -508,11 +531,13 @@ def curvature(
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
+    reduce = reducer(distributed)
     check_eval_mode(model)
     dev = resolve_device(device)
     _cache_budget(cache, torch.device("cpu"))  # refuse a bad value before any work
     flat = FlatModel(model, dev)
-    batches = Batches(data, batch_size, dev)
+    batches = Batches(data, batch_size, dev, allow_empty=bool(reduce))
+    reduce.check(batches.num_samples, flat.theta())
     if check:
         check_deterministic(flat, batches, int(num_classes))
-    return Curvature(flat, batches, int(num_classes), weight_decay, cache)
+    return Curvature(flat, batches, int(num_classes), weight_decay, cache, reduce)

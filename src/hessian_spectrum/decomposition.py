@@ -91,6 +91,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, vjp, vmap
 
+from ._distributed import Reducer, reducer
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from ._progress import Progress
 from .operators import LinearOperator
@@ -206,6 +207,7 @@ def decompose_G(
     batch_size: int = 1024,
     device: str | torch.device = "auto",
     memory_budget_bytes: int = 2**30,
+    distributed: bool = False,
 ) -> GDecomposition:
     """The three-level decomposition of the Gauss-Newton matrix ``G`` (eq. 32).
 
@@ -222,14 +224,23 @@ def decompose_G(
     The returned object's operators (``.G``, ``.A1``, ``.A2``, ``.B1``, ``.B2``,
     ``.without(name)``, ``.operator(expr)``) are :class:`LinearOperator` s in the
     model's dtype on ``device``.
+
+    ``distributed=True``: data-parallel over the initialised ``torch.distributed``
+    process group, as :func:`hessian_spectrum.curvature.curvature`: ``data`` is this
+    rank's shard; the class statistics, every product, the Gram matrix and the B2
+    traces are over all ranks' samples, identical on every rank.
     """
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    reduce = reducer(distributed)
     check_eval_mode(model)
     dev = resolve_device(device)
     flat = FlatModel(model, dev)
-    batches = Batches(data, batch_size, dev)
-    return GDecomposition(flat, batches, int(num_classes), int(memory_budget_bytes))
+    batches = Batches(data, batch_size, dev, allow_empty=bool(reduce))
+    reduce.check(batches.num_samples, flat.theta())
+    return GDecomposition(
+        flat, batches, int(num_classes), int(memory_budget_bytes), reduce
+    )
 
 
 class GDecomposition:
@@ -240,8 +251,14 @@ class GDecomposition:
     """
 
     def __init__(
-        self, flat: FlatModel, batches: Batches, num_classes: int, budget: int
+        self,
+        flat: FlatModel,
+        batches: Batches,
+        num_classes: int,
+        budget: int,
+        reduce: Reducer | None = None,
     ):
+        self.reduce = reduce if reduce is not None else Reducer()
         self.flat = flat
         self.batches = batches
         self.num_classes = num_classes
@@ -294,6 +311,8 @@ class GDecomposition:
                     )
                 P.index_add_(0, y, torch.softmax(z, dim=-1))
                 counts += torch.bincount(y, minlength=C)
+        self.reduce.sum_(P)
+        counts = self.reduce.sum_(counts.double()).round().long()
         empty = torch.nonzero(counts == 0).flatten().tolist()
         if empty:
             raise ValueError(
@@ -322,6 +341,9 @@ class GDecomposition:
                 sq.index_add_(1, y, (ps * s).sum(-1))
             if keep:
                 kept.append((y, ps))
+        self.reduce.sum_(t)
+        if quad:
+            self.reduce.sum_(sq)
         return t, sq, kept
 
     def _tangent_scalars(self, x: torch.Tensor, V: torch.Tensor):
@@ -370,6 +392,7 @@ class GDecomposition:
                 U = U + (g_coef / N)[:, None, None, None] * ps
             (grads,) = vmap(pullback)(U.reshape(m * k, *z.shape))
             out += self.flat.flatten_block(grads)
+        self.reduce.sum_(out)
         return out.reshape(self.p, m, k)
 
     def _betas(self, t: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
@@ -699,7 +722,7 @@ class GDecomposition:
                 seen += b
                 prog.update(seen)
         prog.finish(seen)
-        return out
+        return self.reduce.sum_(out)
 
 
 class _MemberOperator(LinearOperator):
