@@ -37,10 +37,19 @@ def build_cnn(num_classes: int) -> nn.Module:
     """VGG-style: three conv-ReLU-pool stages and a two-layer classifier."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14x14
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 3x3
-        nn.Flatten(), nn.Linear(576, 256), nn.ReLU(), nn.Linear(256, num_classes),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 14x14
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 7x7
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 3x3
+        nn.Flatten(),
+        nn.Linear(576, 256),
+        nn.ReLU(),
+        nn.Linear(256, num_classes),
     ).eval()
 
 
@@ -129,12 +138,23 @@ def main() -> None:
 
     results = []
     for C in args.classes:  # a fresh process per C: peak memory is per C
-        cmd = [sys.executable, __file__, "--child", str(C), "--images",
-               str(args.images), "--rounds", str(args.rounds), "--batch-size",
-               str(args.batch_size), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(C),
+            "--images",
+            str(args.images),
+            "--rounds",
+            str(args.rounds),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         line = next(s for s in out.splitlines() if s.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT "):]))
+        results.append(json.loads(line[len("RESULT ") :]))
 
     head = "".join(f"  C={r['num_classes']:<4} x G" for r in results)
     print(f"{'operator':<10}{head}")

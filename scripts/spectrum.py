@@ -30,7 +30,7 @@ from hessian_spectrum import (
     results,
     subspace_iteration,
 )
-from hessian_spectrum._functional import resolve_device
+from hessian_spectrum._distributed import init_from_env, shard
 from hessian_spectrum._progress import Progress
 from hessian_spectrum.data import load_dataset
 from hessian_spectrum.density import SMOOTHINGS
@@ -103,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.split == "test" and set(args.operators) - set(CURVATURE):
         parser.error("members of G are computed on the train split only")
+    args.rank, args.world = 0, 1  # one process (main() reads torchrun's environment)
     args.variants_by = {}
     for item in args.variants_of:
         operator, _, names = item.partition("=")
@@ -133,7 +134,7 @@ def spectrum(op, variant: str, deflation, args, name: str = ""):
     """One variant; ``deflation`` is the operator's shared SubspaceResult (or 0);
     progress lines carry ``name`` (the operator)."""
     common = dict(
-        progress=Progress(f"{name} {variant}".strip(), 0, True),
+        progress=Progress(f"{name} {variant}".strip(), 0, args.rank == 0),
         num_points=args.num_points,
         num_vectors=args.num_vectors,
         kappa=args.kappa,
@@ -180,8 +181,10 @@ def deflation_of(op, operator: str, num_classes: int, args):
         seed=args.seed,
         tol=args.subspace_tol,
         oversample=args.subspace_oversample,
-        progress=Progress(operator, 0, True),
+        progress=Progress(operator, 0, args.rank == 0),
     )
+    if args.rank:
+        return found
     print(
         f"{operator}: subspace iteration {found.num_iters} steps "
         f"({found.num_products} products), {int(found.converged.sum())}/"
@@ -208,16 +211,29 @@ def cache_budget(text: str) -> str | int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """One process, or one rank of a ``torchrun`` launch (data-parallel products:
+    each rank holds a shard, rank 0 writes the files)."""
     args = parse_args(argv)
-    with JobLog("spectrum", resolve_device(args.device)):
-        run(args)
+    args.rank, args.world, device = init_from_env(args.device)
+    name = "spectrum" if args.world == 1 else f"spectrum rank {args.rank}/{args.world}"
+    try:
+        with JobLog(name, device):
+            run(args, device)
+    finally:
+        if args.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
-def run(args: argparse.Namespace) -> None:
-    device = resolve_device(args.device)
+def run(args: argparse.Namespace, device: torch.device) -> None:
     selected = load_selected(args.selected, args.epoch, device=device)
     model = selected.model
     data, n = load_data(args)
+    distributed = args.world > 1
+    if distributed:
+        data = data.subset(shard(data.num_samples, args.rank, args.world))
+    lead = args.rank == 0  # prints, logs progress and writes the files
     num_classes = data.num_classes
     pair = (data.x, data.y)
     operators = {}
@@ -231,13 +247,19 @@ def run(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             device=device,
             cache=args.cache,
+            distributed=distributed,
         )
         operators.update(hess=cur.hessian, G=cur.G, H=cur.H)
     if set(args.operators) - set(CURVATURE):
         from hessian_spectrum.decomposition import decompose_G
 
         dec = decompose_G(
-            model, pair, num_classes, batch_size=args.batch_size, device=device
+            model,
+            pair,
+            num_classes,
+            batch_size=args.batch_size,
+            device=device,
+            distributed=distributed,
         )
         for name in set(args.operators) - set(CURVATURE):
             operators[name] = dec.operator(name)
@@ -264,6 +286,8 @@ def run(args: argparse.Namespace) -> None:
                 learning_rate=selected.lr,
             )
             out = args.outdir / f"{operator}_{variant}.nc"
+            if not lead:
+                continue
             results.write_netcdf(ds, out)
             print(
                 f"{out}: p={sd.p} products={sd.num_products} "
@@ -271,7 +295,7 @@ def run(args: argparse.Namespace) -> None:
                 f"resolution={sd.resolution:.3g}",
                 flush=True,
             )
-        if operator in CURVATURE:
+        if operator in CURVATURE and lead:
             print(f"{operator}: linearisation cache {cur.cache_info()}", flush=True)
             cur.clear_cache()  # the next operator gets the whole budget
 

@@ -24,6 +24,8 @@ rank's current CUDA device.  gloo reduces CPU tensors (and CUDA ones through the
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 __all__ = ["Reducer", "reducer"]
@@ -35,6 +37,8 @@ class Reducer:
     def __init__(self, group=None, enabled: bool = False):
         self.enabled = bool(enabled)
         self.group = group
+        self.seconds = 0.0  # wall time inside all_reduce (benchmarks/bench_distributed)
+        self.calls = 0
         if self.enabled:
             import torch.distributed as dist
 
@@ -52,12 +56,17 @@ class Reducer:
         """``tensor`` summed over the ranks, in place; returned for chaining."""
         if not self.enabled:
             return tensor
+        tic = time.perf_counter()
         if self._nccl and tensor.device.type != "cuda":
             staged = tensor.to(f"cuda:{torch.cuda.current_device()}")
             self._dist.all_reduce(staged, group=self.group)
             tensor.copy_(staged)
         else:
             self._dist.all_reduce(tensor, group=self.group)
+        if tensor.device.type == "cuda":
+            torch.cuda.synchronize(tensor.device)
+        self.seconds += time.perf_counter() - tic
+        self.calls += 1
         return tensor
 
     def gather(self, values: list[float]) -> list[list[float]]:
@@ -112,3 +121,38 @@ def reducer(distributed: bool, group=None) -> Reducer:
             "environment for it) before building the operators"
         )
     return Reducer(group, enabled=True)
+
+
+def init_from_env(device: str = "auto") -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)`` of this process.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the default process
+    group is initialised here: NCCL when CUDA is present (each process on
+    ``cuda:LOCAL_RANK``), gloo otherwise.  A single process gets ``(0, 1, device)``
+    with ``"auto"`` resolved as everywhere in the library.
+    """
+    import os
+
+    from ._functional import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device)
+    import torch.distributed as dist
+
+    wanted = resolve_device(device)
+    if wanted.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        wanted = torch.device("cuda", local)
+        torch.cuda.set_device(wanted)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if wanted.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), wanted
+
+
+def shard(num_samples: int, rank: int, world_size: int):
+    """Positions ``0..num_samples-1`` of rank ``rank``'s shard: contiguous blocks
+    whose sizes differ by at most one (``numpy.array_split``)."""
+    import numpy as np
+
+    return np.array_split(np.arange(num_samples), world_size)[rank]

@@ -905,3 +905,12 @@ def spectrum_variant_options(key):
 def spectrum_all_variants(key):
     found = {v for op in spectrum_operators(key) for v in operator_variants(op, key)}
     return sorted(found) or ["plain"]
+
+
+def spectral_launch():
+    """How a spectral job starts its script: `python`, or `torchrun` with
+    `spectra.processes` processes on this node (data-parallel products)."""
+    n = config["spectra"]["processes"]
+    if n == 1:
+        return "python"
+    return f"torchrun --standalone --nproc-per-node {n}"

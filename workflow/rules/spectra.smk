@@ -47,6 +47,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
         resources:
             cache=CACHE_RESOURCE,
         params:
+            launch=spectral_launch(),
             data_root=data_root_option,
             batch_size=spectral_batch_option,
             max_test=cap_option("--max-test", config["spectra"]["max_test"]),
@@ -55,7 +56,7 @@ for _name, _key in (("spectrum", "variants"), ("spectrum_focus", "focus_variants
             options=spectral_options(spectrum_all_variants(_key)),
             outdir=f"{SPECTRUM_DIR}/{{split}}",
         shell:
-            "OMP_NUM_THREADS={threads} python {input.script}"
+            "OMP_NUM_THREADS={threads} {params.launch} {input.script}"
             " --selected {input.selected} --epoch {wildcards.epoch}"
             " --dataset {wildcards.dataset} {params.data_root}"
             " --subsample {input.subsample} --split {wildcards.split}"
@@ -93,13 +94,14 @@ rule decomposition_spectra:
     resources:
         cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
     params:
+        launch=spectral_launch(),
         data_root=data_root_option,
         batch_size=spectral_batch_option,
         operators=" ".join(config["decomposition"]["operators"]),
         options=spectral_options(config["decomposition"]["variants"]),
         outdir=f"{SPECTRUM_DIR}/train",
     shell:
-        "OMP_NUM_THREADS={threads} python {input.script}"
+        "OMP_NUM_THREADS={threads} {params.launch} {input.script}"
         " --selected {input.selected} --epoch {wildcards.epoch}"
         " --dataset {wildcards.dataset} {params.data_root} {params.batch_size}"
         " --subsample {input.subsample} --split train"
