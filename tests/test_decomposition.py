@@ -397,3 +397,34 @@ def test_reordered_data_is_refused():
     dec = decompose_G(_mlp(3), Shuffled(X, Y), 3, device="cpu")
     with pytest.raises(RuntimeError, match="fixed order"):
         dec.B2.matvec(_probes(dec.p, 1)[:, 0])
+
+
+def test_cached_products_equal_recomputed_ones_and_dense(case):
+    """The linearisation cache of the two passes (from a batch's second product on)
+    changes speed, not results: every member, the Gram matrix and the B2 traces."""
+    cached, plain = _dec(case, cache=True), _dec(case, cache=False)
+    V = _probes(cached.p, 3, seed=5)
+    for _ in range(3):  # first product recomputes and counts, later ones are cached
+        for name in ("G", *MEMBERS, "G-A1", "A1+A2+B1"):
+            a = cached.operator(name).matvec(V)
+            b = plain.operator(name).matvec(V)
+            assert _rel(a, b) < 1e-12, name
+            dense = case.mats["G"] - case.mats["A1"] if name == "G-A1" else None
+            if name in case.mats:
+                assert _rel(a, case.mats[name] @ V) < 1e-10, name
+            elif dense is not None:
+                assert _rel(a, dense @ V) < 1e-10
+    info = cached.cache_info()["operators"]
+    assert set(info) == {"decomposition jvp", "decomposition vjp"}, cached.cache_info()
+    assert all(v["batches"] > 0 and v["bytes"] > 0 for v in info.values())
+    assert plain.cache_info()["operators"] == {}
+    torch.testing.assert_close(
+        cached.gram("passes", block_size=4), plain.gram("passes", block_size=4),
+        rtol=1e-12, atol=1e-14,
+    )
+    np.testing.assert_allclose(
+        cached.b2_class_traces(num_probes=6).values,
+        plain.b2_class_traces(num_probes=6).values, rtol=1e-12,
+    )
+    cached.clear_cache()
+    assert cached.cache_info()["used_bytes"] == 0
