@@ -62,8 +62,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - tic)
     med = {n: statistics.median(t) for n, t in times.items()}
     ref = med["curvature G (cached)"]
-    print(f"CNN p = {cur.p:,}, N = {len(X)}, C = {C}, batch {args.batch_size}, "
-          f"{args.threads} thread(s), median of {args.rounds}")
+    print(
+        f"CNN p = {cur.p:,}, N = {len(X)}, C = {C}, batch {args.batch_size}, "
+        f"{args.threads} thread(s), median of {args.rounds}"
+    )
     print("| operator | cached (s) | x cached G | recomputed (s) | x cached G |")
     print("|---|---|---|---|---|")
     print(f"| curvature G (cached) | {ref:.4f} | 1.00 | | |")
@@ -71,9 +73,11 @@ def main() -> None:
         c, p = med[f"{n} cached"], med[f"{n} recomputed"]
         print(f"| {n} | {c:.4f} | {c / ref:.2f} | {p:.4f} | {p / ref:.2f} |")
     info = cached.cache_info()
-    print(f"decomposition cache: {info['used_bytes'] / 2**20:.0f} MiB "
-          f"{ {k: v['batches'] for k, v in info['operators'].items()} }; "
-          f"curvature cache {cur.cache_info()['used_bytes'] / 2**20:.0f} MiB")
+    print(
+        f"decomposition cache: {info['used_bytes'] / 2**20:.0f} MiB "
+        f"{ {k: v['batches'] for k, v in info['operators'].items()} }; "
+        f"curvature cache {cur.cache_info()['used_bytes'] / 2**20:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from hessian_spectrum import results, subspace_iteration
+from hessian_spectrum._cache import cache_option as cache_budget
 from hessian_spectrum._functional import resolve_device
 from hessian_spectrum.data import load_dataset
 from hessian_spectrum.decomposition import decompose_G
@@ -49,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument(
+        "--cache",
+        type=cache_budget,
+        default="auto",
+        help="linearisation cache of the products: 'auto', a budget in GiB, or 0",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
@@ -97,7 +104,12 @@ def run(args: argparse.Namespace) -> None:
     data = load_dataset(args.dataset, args.data_root, "train").subset(indices)
     num_classes = data.num_classes
     dec = decompose_G(
-        model, (data.x, data.y), num_classes, batch_size=args.batch_size, device=device
+        model,
+        (data.x, data.y),
+        num_classes,
+        batch_size=args.batch_size,
+        device=device,
+        cache=args.cache,
     )
     attribution = dec.attributed_eigenvalues(progress=True)
     if args.trace_probes:

@@ -30,6 +30,7 @@ from hessian_spectrum import (
     results,
     subspace_iteration,
 )
+from hessian_spectrum._cache import cache_option as cache_budget
 from hessian_spectrum._distributed import init_from_env, shard
 from hessian_spectrum._progress import Progress
 from hessian_spectrum.data import load_dataset
@@ -195,21 +196,6 @@ def deflation_of(op, operator: str, num_classes: int, args):
     return found
 
 
-def cache_budget(text: str) -> str | int:
-    """``--cache``: ``auto``, or GiB (0: no cache) -> what ``curvature`` takes."""
-    if text == "auto":
-        return "auto"
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = -1.0
-    if not gib >= 0:
-        raise argparse.ArgumentTypeError(
-            f"--cache must be 'auto' or a non-negative number of GiB, got {text!r}"
-        )
-    return int(gib * 2**30)
-
-
 def main(argv: list[str] | None = None) -> None:
     """One process, or one rank of a ``torchrun`` launch (data-parallel products:
     each rank holds a shard, rank 0 writes the files)."""
@@ -259,6 +245,7 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
             num_classes,
             batch_size=args.batch_size,
             device=device,
+            cache=args.cache,
             distributed=distributed,
         )
         for name in set(args.operators) - set(CURVATURE):

@@ -308,7 +308,9 @@ def test_b2_class_traces_hutchinson(case):
     assert est.num_probes == 96 and np.all(est.stderr > 0)
     assert np.all(np.abs(est.values - exact) <= 3 * est.stderr)
     again = dec.b2_class_traces(method="hutchinson", num_probes=96, seed=3)
-    np.testing.assert_array_equal(again.values, est.values)
+    # the same probes; the second call runs on the linearisation cache (one column
+    # at a time instead of vmapped): equal up to round-off
+    np.testing.assert_allclose(again.values, est.values, rtol=1e-12)
 
 
 # -- data forms, dtypes, devices -------------------------------------------------------
@@ -419,12 +421,15 @@ def test_cached_products_equal_recomputed_ones_and_dense(case):
     assert all(v["batches"] > 0 and v["bytes"] > 0 for v in info.values())
     assert plain.cache_info()["operators"] == {}
     torch.testing.assert_close(
-        cached.gram("passes", block_size=4), plain.gram("passes", block_size=4),
-        rtol=1e-12, atol=1e-14,
+        cached.gram("passes", block_size=4),
+        plain.gram("passes", block_size=4),
+        rtol=1e-12,
+        atol=1e-14,
     )
     np.testing.assert_allclose(
         cached.b2_class_traces(num_probes=6).values,
-        plain.b2_class_traces(num_probes=6).values, rtol=1e-12,
+        plain.b2_class_traces(num_probes=6).values,
+        rtol=1e-12,
     )
     cached.clear_cache()
     assert cached.cache_info()["used_bytes"] == 0

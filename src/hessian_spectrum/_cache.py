@@ -32,12 +32,20 @@ from __future__ import annotations
 
 import os
 import warnings
+from argparse import ArgumentTypeError
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-__all__ = ["LinearTemplate", "BoundMap", "ProductCache", "auto_budget"]
+__all__ = [
+    "LinearTemplate",
+    "BoundMap",
+    "ProductCache",
+    "auto_budget",
+    "budget_of",
+    "cache_option",
+]
 
 AUTO_FRACTION = 0.25  # of the memory available when the operator is built
 
@@ -336,3 +344,37 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
         return True
     return bool(torch.equal(a, b))
+
+
+def budget_of(cache: bool | int | str, device: torch.device) -> int | None:
+    """The ``cache=`` argument of the operators -> a byte budget (``None``: no
+    limit; 0: no cache); ``"auto"``: :func:`auto_budget` of ``device``."""
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(
+                f"cache must be 'auto', True, False or a number of bytes, got {cache!r}"
+            )
+        return auto_budget(device)
+    if isinstance(cache, bool):
+        return None if cache else 0
+    if isinstance(cache, (int, float)) and cache >= 0:
+        return int(cache)
+    raise ValueError(
+        f"cache must be 'auto', True, False or a non-negative number of bytes, "
+        f"got {cache!r}"
+    )
+
+
+def cache_option(text: str) -> str | int:
+    """``--cache``: ``auto``, or GiB (0: no cache) -> what ``curvature`` takes."""
+    if text == "auto":
+        return "auto"
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not gib >= 0:
+        raise ArgumentTypeError(
+            f"--cache must be 'auto' or a non-negative number of GiB, got {text!r}"
+        )
+    return int(gib * 2**30)

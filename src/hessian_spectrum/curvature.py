@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, grad_and_value, jvp, vjp, vmap
 
-from ._cache import ProductCache, auto_budget
+from ._cache import ProductCache, budget_of
 from ._distributed import Reducer, reducer
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from .operators import LinearOperator
@@ -379,22 +379,7 @@ def _finite(out: torch.Tensor, what: str) -> torch.Tensor:
     return out
 
 
-def _cache_budget(cache: bool | int | str, device: torch.device) -> int | None:
-    """``cache`` -> a byte budget (``None``: no limit; 0: no cache)."""
-    if isinstance(cache, str):
-        if cache != "auto":
-            raise ValueError(
-                f"cache must be 'auto', True, False or a number of bytes, got {cache!r}"
-            )
-        return auto_budget(device)
-    if isinstance(cache, bool):
-        return None if cache else 0
-    if isinstance(cache, (int, float)) and cache >= 0:
-        return int(cache)
-    raise ValueError(
-        f"cache must be 'auto', True, False or a non-negative number of bytes, "
-        f"got {cache!r}"
-    )
+_cache_budget = budget_of  # the name the library used before it moved
 
 
 # -- checks ----------------------------------------------------------------------------

@@ -89,8 +89,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import jacrev, vjp, vmap
+from torch.func import jacrev, jvp, vjp, vmap
 
+from ._cache import ProductCache, budget_of
 from ._distributed import Reducer, reducer
 from ._functional import Batches, FlatModel, check_eval_mode, resolve_device
 from ._progress import Progress
@@ -208,6 +209,7 @@ def decompose_G(
     device: str | torch.device = "auto",
     memory_budget_bytes: int = 2**30,
     distributed: bool = False,
+    cache: bool | int | str = "auto",
 ) -> GDecomposition:
     """The three-level decomposition of the Gauss-Newton matrix ``G`` (eq. 32).
 
@@ -225,6 +227,15 @@ def decompose_G(
     ``.without(name)``, ``.operator(expr)``) are :class:`LinearOperator` s in the
     model's dtype on ``device``.
 
+    ``cache``: the linearisation cache of the two passes of a product
+    (:mod:`hessian_spectrum._cache`), as in
+    :func:`hessian_spectrum.curvature.curvature`: from a batch's second product on,
+    its forward-mode map ``v -> p_i * s_i`` and its reverse-mode map (the pullback
+    of the logits with the softmax at theta folded in) are traced once and their
+    work at theta kept, so that a member's product costs about what a cached G
+    product does.  ``"auto"`` (a quarter of the available memory), bytes, ``True``
+    (no limit) or ``False``; results are the same either way.
+
     ``distributed=True``: data-parallel over the initialised ``torch.distributed``
     process group, as :func:`hessian_spectrum.curvature.curvature`: ``data`` is this
     rank's shard; the class statistics, every product, the Gram matrix and the B2
@@ -235,12 +246,15 @@ def decompose_G(
     reduce = reducer(distributed)
     check_eval_mode(model)
     dev = resolve_device(device)
+    budget_of(cache, torch.device("cpu"))  # refuse a bad value before any work
     flat = FlatModel(model, dev)
     batches = Batches(data, batch_size, dev, allow_empty=bool(reduce))
     reduce.check(batches.num_samples, flat.theta())
-    return GDecomposition(
+    dec = GDecomposition(
         flat, batches, int(num_classes), int(memory_budget_bytes), reduce
     )
+    dec.cache = ProductCache(budget_of(cache, dev))
+    return dec
 
 
 class GDecomposition:
@@ -276,6 +290,12 @@ class GDecomposition:
         self._offdiag = 1.0 - torch.eye(C, dtype=self.dtype, device=self.device)
         self._operators: dict[str, LinearOperator] = {}
         self._grams: dict[str, torch.Tensor] = {}
+        self.cache = ProductCache(0)  # decompose_G sets the configured one
+        self._resident = [
+            *flat.params.values(),
+            *flat.frozen.values(),
+            *flat.buffers.values(),
+        ]
 
     def __repr__(self) -> str:
         return (
@@ -322,6 +342,70 @@ class GDecomposition:
         p_c = (P * (1.0 - torch.eye(C, dtype=P.dtype, device=P.device))).sum(1)
         return ClassStatistics(P, p_c, counts, int(counts.sum()))
 
+    # -- the linearisation cache (hessian_spectrum._cache) -----------------------------
+    def cache_info(self) -> dict[str, Any]:
+        """What the linearisation cache holds (as ``Curvature.cache_info``)."""
+        return self.cache.info()
+
+    def clear_cache(self) -> None:
+        """Free the linearisation cache (it refills from the next products)."""
+        self.cache.clear()
+
+    def _jvp_traceable(self, x: torch.Tensor, *tangents: torch.Tensor):
+        """``[p_i * s_i, s_i]`` (``(b, C)`` each) for one tangent, as tensors."""
+        flat = self.flat
+        t = dict(zip(flat.names, tangents, strict=True))
+        z, jv = jvp(partial(flat.logits, x=x), (flat.params,), (t,))
+        prob = torch.softmax(z, dim=-1)
+        s = jv - (jv * prob).sum(-1, keepdim=True)
+        return [prob * s, s]
+
+    def _vjp_traceable(self, x: torch.Tensor, w: torch.Tensor, g: torch.Tensor):
+        """The pullback of ``U = w p - p (w^T p) + g`` (``p`` the softmax at theta)
+        through the logits, as the list of parameter tensors."""
+        flat = self.flat
+        z, pullback = vjp(partial(flat.logits, x=x), flat.params)
+        prob = torch.softmax(z.detach(), dim=-1)
+        wp = w * prob
+        (grads,) = pullback(wp - prob * wp.sum(-1, keepdim=True) + g)
+        return [grads[n] for n in flat.names]
+
+    def _cached(self, kind: str, index: int, x: torch.Tensor):
+        """The bound traced map of batch ``index`` (``kind`` "jvp" or "vjp"), or
+        ``None``: recompute."""
+        if kind == "jvp":
+            fn = self._jvp_traceable
+
+            def examples():
+                return [
+                    torch.zeros(s, dtype=self.dtype, device=self.device)
+                    for s in self.flat.shapes
+                ]
+        else:
+
+            def fn(x, *cotangents):  # varargs: make_fx counts a method's arguments
+                return self._vjp_traceable(x, *cotangents)
+
+            shape = (x.shape[0], self.num_classes)
+
+            def examples():
+                zero = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                return [zero, zero.clone()]
+
+        return self.cache.lookup(
+            f"decomposition {kind}", index, [x], fn, examples, resident=self._resident
+        )
+
+    def _scalars(self, index: int, x: torch.Tensor, V: torch.Tensor):
+        """``(p_i * s_i, s_i)`` of batch ``index``, cached when it can be."""
+        bound = self._cached("jvp", index, x)
+        if bound is None:
+            return self._tangent_scalars(x, V)
+        cols = [
+            bound(*self.flat.unflatten(V[:, j]).values()) for j in range(V.shape[1])
+        ]
+        return torch.stack([c[0] for c in cols]), torch.stack([c[1] for c in cols])
+
     # -- the two passes ----------------------------------------------------------------
     def _forward(self, V: torch.Tensor, *, keep: bool = False, quad: bool = False):
         """One forward-mode pass: ``t (k, C, C)`` with ``t[j, c, c'] = h_{c,c'}^T V_j``.
@@ -334,8 +418,8 @@ class GDecomposition:
         t = V.new_zeros(k, C, C)
         sq = V.new_zeros(k, C) if quad else None
         kept = [] if keep else None
-        for x, y in self._batches():
-            ps, s = self._tangent_scalars(x, V)
+        for i, (x, y) in enumerate(self._batches()):
+            ps, s = self._scalars(i, x, V)
             t.index_add_(1, y, ps)
             if quad:
                 sq.index_add_(1, y, (ps * s).sum(-1))
@@ -370,7 +454,7 @@ class GDecomposition:
         out = V.new_zeros(self.p, m * k)
         kept_iter = iter(kept) if kept is not None else None
         N = self.stats.num_samples
-        for x, y in self._batches():
+        for i, (x, y) in enumerate(self._batches()):
             ps = None
             if need_g:
                 if kept_iter is not None:
@@ -381,7 +465,19 @@ class GDecomposition:
                             "differ batch by batch): iterate the data in a fixed order"
                         )
                 else:
-                    ps, _ = self._tangent_scalars(x, V)
+                    ps, _ = self._scalars(i, x, V)
+            bound = self._cached("vjp", i, x)
+            if bound is not None:
+                zero = x.new_zeros(x.shape[0], self.num_classes, dtype=self.dtype)
+                cols = []
+                for a in range(m):
+                    for j in range(k):
+                        w = betas[a, j][y] if betas is not None else zero
+                        g = (g_coef[a] / N) * ps[j] if ps is not None else zero
+                        grads = bound(w, g)
+                        cols.append(torch.cat([t.reshape(-1) for t in grads]))
+                out += torch.stack(cols, dim=1)
+                continue
             z, pullback = vjp(partial(self.flat.logits, x=x), self.flat.params)
             prob = torch.softmax(z.detach(), dim=-1)
             U = z.new_zeros(m, k, *z.shape)

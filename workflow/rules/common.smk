@@ -825,11 +825,14 @@ def spectral_options(variants):
     return " ".join(options)
 
 
+# The modules whose code decides what a spectral job computes. Left out on purpose:
+# _progress and provenance (log lines and file metadata, not numbers).
 SPECTRAL_CODE = library_sources(
     "data",
     "models",
     "training",
     "_functional",
+    "_distributed",
     "operators",
     "lanczos",
     "density",

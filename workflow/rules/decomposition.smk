@@ -18,8 +18,10 @@ rule decomposition:
             "models",
             "training",
             "_functional",
+            "_distributed",
             "operators",
             "decomposition",
+            "_cache",
             "subspace",
             "results",
         ),
@@ -33,7 +35,7 @@ rule decomposition:
         CONDA_ENV
     threads: 1
     resources:
-        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
+        cache=CACHE_RESOURCE,
     params:
         data_root=data_root_option,
         subspace_iters=config["spectra"]["subspace_iters"],
@@ -51,4 +53,4 @@ rule decomposition:
         " --trace-probes {params.trace_probes} --seed {params.seed}"
         " {params.batch_size} --subspace-tol {params.subspace_tol}"
         " --subspace-oversample {params.oversample}"
-        " {params.g_top} --device auto --out {output} > {log} 2>&1"
+        " {params.g_top} --cache {resources.cache} --device auto --out {output} > {log} 2>&1"

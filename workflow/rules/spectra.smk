@@ -73,7 +73,7 @@ rule decomposition_spectra:
         script=script_file("spectrum"),
         selected=checked_selected,
         subsample=SUBSAMPLE,
-        code=SPECTRAL_CODE + library_sources("decomposition"),
+        code=SPECTRAL_CODE + library_sources("decomposition", "_cache"),
     output:
         expand(
             f"{RESULTS}/spectra/{{{{dataset}}}}/{{{{arch}}}}/n{{{{n}}}}/e{{{{epoch}}}}/"
@@ -92,7 +92,7 @@ rule decomposition_spectra:
         CONDA_ENV
     threads: 1
     resources:
-        cache=CACHE_RESOURCE,  # unused here: see CACHE_RESOURCE
+        cache=CACHE_RESOURCE,
     params:
         launch=spectral_launch(),
         data_root=data_root_option,
@@ -106,4 +106,5 @@ rule decomposition_spectra:
         " --dataset {wildcards.dataset} {params.data_root} {params.batch_size}"
         " --subsample {input.subsample} --split train"
         " --operators {params.operators} {params.options}"
+        " --cache {resources.cache}"
         " --device auto --outdir {params.outdir} > {log} 2>&1"
