@@ -27,16 +27,6 @@ from hessian_spectrum.data import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU OpenMP's spinning threads
-    make tiny networks up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def embedded() -> tuple[ImageData, ImageData]:
     return load_dataset("mnist_embedded", split="train"), load_dataset(

@@ -21,15 +21,6 @@ from hessian_spectrum.decomposition import MEMBERS, decompose_G
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These products are tiny: extra threads only fight over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp(C: int) -> nn.Module:
     torch.manual_seed(1)
     net = nn.Sequential(

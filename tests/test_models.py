@@ -8,16 +8,6 @@ import torch
 from hessian_spectrum.models import MODELS, build_model, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU OpenMP's spinning threads
-    make tiny networks up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_vgg11_has_the_papers_28_million_parameters():
     # 9,220,480 conv + 5,504 BatchNorm2d + 2,097,152 + 16,777,216 (bias-free hidden
     # linears) + 16,384 BatchNorm1d + 40,970 output layer.

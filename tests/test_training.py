@@ -31,16 +31,6 @@ MLP = {"arch": "mlp", "in_channels": 1, "num_classes": 10, "width": 0.25}
 VGG = {"arch": "vgg11", "in_channels": 1, "num_classes": 10, "width": 1 / 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, oversubscribed CPU OpenMP's spinning threads
-    make tiny networks up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[ImageData, ImageData]:
     train_pool = load_dataset("mnist_embedded", split="train")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vmap
 
 
 def _load_jvp_decompositions() -> None:
@@ -162,16 +162,6 @@ class FlatModel:
         z, JV = vmap(one, out_dims=(None, 0))(self.unflatten_block(V))
         return z, JV
 
-    def vjp_logits(self, x: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
-        """Reverse mode: ``sum_i J_i^T U[j, i]`` for ``U`` (k, b, C) -> ``(p, k)``."""
-
-        def f(params):
-            return self.logits(params, x)
-
-        _, pullback = vjp(f, self.params)
-        (grads,) = vmap(pullback)(U)
-        return self.flatten_block(grads)
-
 
 class Batches:
     """One re-iterable view of a data set as ``(x, y)`` batches on a device.
@@ -239,10 +229,6 @@ class Batches:
                 x.to(self.device, non_blocking=True),
                 y.to(self.device, non_blocking=True),
             )
-
-    def labels(self) -> torch.Tensor:
-        """All labels, concatenated (on CPU)."""
-        return torch.cat([y.reshape(-1).cpu() for _, y in self._raw()])
 
 
 def _as_tensor(a: Any) -> Any:
