@@ -199,3 +199,19 @@ def test_training_dataset_from_histories(tmp_path):
         np.testing.assert_allclose(
             back["test_error"].sel(lr=0.01).squeeze().values, [0.5] * 3
         )
+
+
+def test_combine_refuses_spectra_computed_with_different_settings(tmp_path):
+    """One attribute per setting describes the combined file: per-job files that
+    disagree (a stale file from an earlier config) are refused by name."""
+    a, b = tmp_path / "a.nc", tmp_path / "b.nc"
+    results.write_netcdf(job(density(num_iters=16)), a)
+    results.write_netcdf(job(density(num_iters=32), operator="G"), b)
+    with pytest.raises(
+        ValueError,
+        match=r"b\.nc was computed with num_iters = 32, "
+        r"but .*a\.nc with 16",
+    ):
+        results.combine([a, b], "spectra")
+    results.write_netcdf(job(density(num_iters=16), operator="G"), b)
+    assert results.combine([a, b], "spectra").attrs["num_iters"] == 16

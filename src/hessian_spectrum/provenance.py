@@ -127,7 +127,6 @@ def cf_attributes(
     attrs = {
         "Conventions": "CF-1.10",
         "title": title,
-        "institution": "computed with hessian-spectrum",
         "source": _source(),
         "history": line if not history else f"{line}\n{history}",
         "references": REFERENCES,

@@ -548,7 +548,7 @@ def combine(paths: Sequence[str | os.PathLike], kind: str) -> xr.Dataset:
         if name in out and np.isfinite(out[name].values).all():
             out[name] = out[name].astype(np.int64)
     _describe_coords(out)
-    out.attrs.update(_combined_attrs(parts, kind))
+    out.attrs.update(_combined_attrs(parts, kind, paths))
     return out
 
 
@@ -557,26 +557,47 @@ def _squeeze_keys(var: xr.DataArray, keys: Sequence[str]) -> np.ndarray:
     return var.isel({d: 0 for d in var.dims if d in keys}).values
 
 
-def _combined_attrs(parts: Sequence[xr.Dataset], kind: str) -> dict:
+def _combined_attrs(
+    parts: Sequence[xr.Dataset], kind: str, paths: Sequence[Any] = ()
+) -> dict:
+    """The estimator settings of the combined file, one value each: per-job files
+    computed with different settings are refused (naming both files), since one
+    attribute could not describe them."""
     if kind != "spectra":
         return dict(parts[0].attrs)
     attrs: dict[str, Any] = {}
-    for ds in parts:
+    first: dict[str, Any] = {}
+    paths = list(paths) or [f"part {i}" for i in range(len(parts))]
+
+    def agree(name, value, where):
+        if value is None:
+            return
+        if isinstance(value, np.generic):
+            value = value.item()
+        if name not in attrs:
+            attrs[name], first[name] = value, where
+        elif not _same_setting(attrs[name], value):
+            raise ValueError(
+                f"{where} was computed with {name} = {value!r}, but {first[name]} "
+                f"with {attrs[name]!r}: the per-job spectra disagree on their "
+                "settings; recompute the stale ones with one configuration (delete "
+                "them and rerun)"
+            )
+
+    for ds, where in zip(parts, paths, strict=True):
         a = ds.attrs
         if a.get("kind") == "log":
-            attrs.setdefault("log_num_iters", a.get("num_iters"))
-            attrs.setdefault("log_eps", a.get("eps"))
-            attrs.setdefault("log_smoothing", a.get("smoothing"))
+            agree("log_num_iters", a.get("num_iters"), where)
+            agree("log_eps", a.get("eps"), where)
+            agree("log_smoothing", a.get("smoothing"), where)
         else:
-            attrs.setdefault("num_iters", a.get("num_iters"))
-            attrs.setdefault("smoothing", a.get("smoothing"))
+            agree("num_iters", a.get("num_iters"), where)
+            agree("smoothing", a.get("smoothing"), where)
         if a.get("subspace_iters") and a.get("deflate"):
-            attrs.setdefault("subspace_iters", a["subspace_iters"])
-            attrs.setdefault("subspace_tol", a.get("subspace_tol"))
+            agree("subspace_iters", a["subspace_iters"], where)
+            agree("subspace_tol", a.get("subspace_tol"), where)
         for name in ("num_points", "kappa", "num_vectors", "seed", "margin"):
-            if name in a:
-                attrs.setdefault(name, a[name])
-    attrs = {k: v for k, v in attrs.items() if v is not None}
+            agree(name, a.get(name), where)
     attrs["comment"] = EIGEN_COMMENT
     attrs["estimators"] = (
         "LanczosApproxSpec (Algorithm 3) normalised by Algorithm 4 with the bounds "
@@ -610,6 +631,13 @@ def _title_of(ds: xr.Dataset) -> str:
     if "case" in ds.dims:
         return TITLES["selfcheck"]
     return TITLES["decomposition"]
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:  # not comparable as arrays
+        return a == b
 
 
 def _describe_coords(ds: xr.Dataset) -> None:
