@@ -282,9 +282,10 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
                 f"resolution={sd.resolution:.3g}",
                 flush=True,
             )
-        if operator in CURVATURE and lead:
-            print(f"{operator}: linearisation cache {cur.cache_info()}", flush=True)
-            cur.clear_cache()  # the next operator gets the whole budget
+        if operator in CURVATURE:
+            if lead:
+                print(f"{operator}: linearisation cache {cur.cache_info()}", flush=True)
+            cur.clear_cache()  # the next operator gets the whole budget (every rank)
 
 
 if __name__ == "__main__":
