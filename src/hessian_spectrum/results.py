@@ -730,25 +730,14 @@ def training_dataset(
     run_dims = ("dataset", "arch", "sample_size", "lr")
     for name, (long_name, units) in TRAINING_SETTINGS.items():
         values = np.full(shape[:4], np.nan)
-        for dataset, arch, n, lr, history, _ in runs:
-            at = (
-                idx["dataset"][dataset],
-                idx["arch"][arch],
-                idx["sample_size"][n],
-                idx["lr"][lr],
-            )
+        for *_, history, run in runs:
             value = history["config"].get(name)
-            values[at] = np.nan if value is None else float(value)
+            values[by_run[str(Path(run))]] = np.nan if value is None else float(value)
         data[name] = (run_dims, values, {"long_name": long_name, "units": units})
     width = max(len(r[4]["config"].get("milestones", [])) for r in runs)
     milestones = np.full(shape[:4] + (max(width, 1),), np.nan)
-    for dataset, arch, n, lr, history, _ in runs:
-        at = (
-            idx["dataset"][dataset],
-            idx["arch"][arch],
-            idx["sample_size"][n],
-            idx["lr"][lr],
-        )
+    for *_, history, run in runs:
+        at = by_run[str(Path(run))]
         ms = history["config"].get("milestones", [])
         milestones[at + (slice(0, len(ms)),)] = ms
     data["milestones"] = (
